@@ -1,0 +1,357 @@
+"""The settings schema: every variable, its type, default and help, in one place.
+
+Values come from the environment and a ``.env`` file (the environment wins). The names
+are those of the original shell version where it had one. ``docs/configuration.md`` is
+tested against this schema, so a variable added here must be documented there.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARN = "WARN"
+    ERROR = "ERROR"
+
+
+class LogFormat(str, Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class BackupFormat(str, Enum):
+    PLAIN = "plain"
+    CUSTOM = "custom"
+
+
+class Compression(str, Enum):
+    GZIP = "gzip"
+    ZSTD = "zstd"
+    NONE = "none"
+
+
+class EncryptionMethod(str, Enum):
+    AES = "aes-256-cbc"
+    AGE = "age"
+
+
+class NotificationLevel(str, Enum):
+    ALL = "all"
+    ERROR = "error"
+    NONE = "none"
+
+
+class WebhookFormat(str, Enum):
+    AUTO = "auto"
+    SLACK = "slack"
+    DISCORD = "discord"
+    JSON = "json"
+
+
+class VerifyMode(str, Enum):
+    NONE = "none"
+    INTEGRITY = "integrity"
+    RESTORE = "restore"
+
+
+def _env(name: str, *more: str) -> Any:
+    """Field alias: the environment variable name(s) a field is read from."""
+    return AliasChoices(name, *more) if more else name
+
+
+class Settings(BaseSettings):
+    """Every setting Sentinel Backup reads. Field docs are the reference text."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=True,
+        populate_by_name=False,
+        use_enum_values=False,
+    )
+
+    # --- source -----------------------------------------------------------------
+    postgres_user: str = Field(validation_alias=_env("POSTGRES_USER"))
+    """Role that runs pg_dump (needs read access to everything dumped)."""
+    postgres_db: str = Field(validation_alias=_env("POSTGRES_DB"))
+    """One database, a comma-separated list, or `all` (every connectable non-template database, plus globals)."""
+    postgres_container: str | None = Field(None, validation_alias=_env("POSTGRES_CONTAINER"))
+    """When set, the PostgreSQL client tools run inside this container via `docker exec -i`."""
+    postgres_host: str | None = Field(None, validation_alias=_env("POSTGRES_HOST"))
+    """Server host or socket directory (libpq default when unset, or PGHOST)."""
+    postgres_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("POSTGRES_PORT"))
+    """Server port (libpq default 5432 when unset, or PGPORT)."""
+    postgres_password: str | None = Field(None, repr=False, validation_alias=_env("POSTGRES_PASSWORD"))
+    """Password; passed to child processes through the environment only. Prefer POSTGRES_PASSWORD_FILE or ~/.pgpass."""
+    postgres_password_file: Path | None = Field(None, validation_alias=_env("POSTGRES_PASSWORD_FILE"))
+    """File whose first line is the password."""
+    docker_bin: str = Field("docker", validation_alias=_env("DOCKER_BIN"))
+    """The container CLI used with POSTGRES_CONTAINER (docker, podman, nerdctl)."""
+    pg_bin_dir: Path | None = Field(None, validation_alias=_env("PG_BIN_DIR"))
+    """Directory of pg_dump/psql/pg_restore for direct mode (default: first on PATH)."""
+
+    # --- backup -----------------------------------------------------------------
+    backup_dir: Path = Field(validation_alias=_env("BACKUP_DIR"))
+    """Local destination folder (created with mode 0700)."""
+    local_enabled: bool = Field(True, validation_alias=_env("LOCAL_ENABLED"))
+    """Keep a copy in BACKUP_DIR. With false, BACKUP_DIR only holds nothing but may still be used for temporary files."""
+    backup_format: BackupFormat = Field(BackupFormat.PLAIN, validation_alias=_env("BACKUP_FORMAT"))
+    """`plain` (SQL, restorable with `gunzip -c | psql`) or `custom` (pg_restore, parallel restore)."""
+    compression: Compression = Field(Compression.GZIP, validation_alias=_env("COMPRESSION"))
+    """`gzip` (ISA-L, readable by gunzip), `zstd` (multi-threaded) or `none`."""
+    compression_level: int | None = Field(None, ge=0, le=22, validation_alias=_env("COMPRESSION_LEVEL"))
+    """gzip: 1-9 (mapped onto ISA-L's 0-3; default 6); zstd: 1-22 (default 3)."""
+    compression_threads: int = Field(0, ge=0, le=256, validation_alias=_env("COMPRESSION_THREADS"))
+    """zstd worker threads; 0 = one per CPU core."""
+    min_backup_size: int = Field(1024, ge=0, validation_alias=_env("MIN_BACKUP_SIZE"))
+    """Smallest acceptable stored artifact in bytes; 0 disables the check."""
+    verify_after_backup: VerifyMode = Field(VerifyMode.INTEGRITY, validation_alias=_env("VERIFY_AFTER_BACKUP"))
+    """`integrity` re-reads each copy before commit; `restore` also runs a restore drill; `none` skips the re-read."""
+    pg_dump_options: str = Field("", validation_alias=_env("PG_DUMP_OPTIONS"))
+    """Extra pg_dump arguments, split like a shell would (e.g. `--exclude-table=audit.*`)."""
+    globals_enabled: bool | None = Field(None, validation_alias=_env("BACKUP_GLOBALS"))
+    """Dump roles and tablespaces (`pg_dumpall --globals-only`). Default: on when POSTGRES_DB is `all` or a list."""
+
+    # --- encryption -------------------------------------------------------------
+    encrypt_enabled: bool = Field(False, validation_alias=_env("ENCRYPT_ENABLED"))
+    """Encrypt every artifact after compression."""
+    encryption_method: EncryptionMethod = Field(EncryptionMethod.AES, validation_alias=_env("ENCRYPTION_METHOD"))
+    """`aes-256-cbc` (openssl enc compatible, key file) or `age` (public keys; recommended)."""
+    encryption_key_path: Path | None = Field(None, validation_alias=_env("ENCRYPTION_KEY_PATH"))
+    """AES key file, e.g. made with `openssl rand -base64 32`; its first line is the password. Mode 0600."""
+    age_recipients: str | None = Field(None, validation_alias=_env("AGE_RECIPIENTS"))
+    """Comma-separated age public keys (`age1...`)."""
+    age_recipients_file: Path | None = Field(None, validation_alias=_env("AGE_RECIPIENTS_FILE"))
+    """File with one age public key per line."""
+    age_identity_file: Path | None = Field(None, validation_alias=_env("AGE_IDENTITY_FILE"))
+    """age secret key file (from age-keygen), needed by verify and restore only."""
+
+    # --- S3 ---------------------------------------------------------------------
+    s3_enabled: bool = Field(False, validation_alias=_env("S3_ENABLED"))
+    """Upload every backup to S3."""
+    s3_bucket: str | None = Field(None, validation_alias=_env("S3_BUCKET"))
+    """`s3://bucket/optional/prefix`."""
+    s3_storage_class: str | None = Field(None, validation_alias=_env("S3_STORAGE_CLASS"))
+    """Storage class of the artifact, e.g. STANDARD_IA."""
+    s3_region: str | None = Field(None, validation_alias=_env("S3_REGION"))
+    """AWS region of the bucket."""
+    s3_endpoint_url: str | None = Field(None, validation_alias=_env("S3_ENDPOINT_URL"))
+    """Endpoint of an S3-compatible store (default: AWS)."""
+    s3_object_lock_days: int | None = Field(None, ge=1, validation_alias=_env("S3_OBJECT_LOCK_DAYS"))
+    """Object-lock retention in days for each artifact."""
+    s3_object_lock_mode: str = Field("GOVERNANCE", validation_alias=_env("S3_OBJECT_LOCK_MODE"))
+    """GOVERNANCE or COMPLIANCE."""
+    s3_retention_days: int | None = Field(None, ge=0, validation_alias=_env("S3_RETENTION_DAYS"))
+    """Overrides RETENTION_DAYS for S3."""
+
+    # --- MinIO ------------------------------------------------------------------
+    minio_enabled: bool = Field(False, validation_alias=_env("MINIO_ENABLED"))
+    """Upload every backup to a MinIO (or other S3-compatible) server."""
+    minio_endpoint: str | None = Field(None, validation_alias=_env("MINIO_ENDPOINT"))
+    """http(s) URL of the server."""
+    minio_bucket: str | None = Field(None, validation_alias=_env("MINIO_BUCKET"))
+    """`bucket/optional/prefix`."""
+    minio_access_key: str | None = Field(None, repr=False, validation_alias=_env("MINIO_ACCESS_KEY"))
+    """Access key id."""
+    minio_secret_key: str | None = Field(None, repr=False, validation_alias=_env("MINIO_SECRET_KEY"))
+    """Secret key (prefer MINIO_SECRET_KEY_FILE)."""
+    minio_secret_key_file: Path | None = Field(None, validation_alias=_env("MINIO_SECRET_KEY_FILE"))
+    """File whose first line is the secret key."""
+    minio_region: str = Field("us-east-1", validation_alias=_env("MINIO_REGION"))
+    """Region name used for signing."""
+    minio_object_lock_days: int | None = Field(None, ge=1, validation_alias=_env("MINIO_OBJECT_LOCK_DAYS"))
+    """Object-lock retention in days for each artifact."""
+    minio_object_lock_mode: str = Field("GOVERNANCE", validation_alias=_env("MINIO_OBJECT_LOCK_MODE"))
+    """GOVERNANCE or COMPLIANCE."""
+    minio_retention_days: int | None = Field(None, ge=0, validation_alias=_env("MINIO_RETENTION_DAYS"))
+    """Overrides RETENTION_DAYS for MinIO."""
+
+    # --- retention --------------------------------------------------------------
+    retention_days: int | None = Field(None, ge=0, validation_alias=_env("RETENTION_DAYS"))
+    """Remove backups older than N days (the newest good backup is always kept)."""
+    retention_keep_last: int | None = Field(None, ge=0, validation_alias=_env("RETENTION_KEEP_LAST"))
+    """Keep the N newest backups of each database."""
+    retention_keep_daily: int | None = Field(None, ge=0, validation_alias=_env("RETENTION_KEEP_DAILY"))
+    """Keep the newest backup of each of the last N days."""
+    retention_keep_weekly: int | None = Field(None, ge=0, validation_alias=_env("RETENTION_KEEP_WEEKLY"))
+    """Keep the newest backup of each of the last N ISO weeks."""
+    retention_keep_monthly: int | None = Field(None, ge=0, validation_alias=_env("RETENTION_KEEP_MONTHLY"))
+    """Keep the newest backup of each of the last N months."""
+    retention_keep_yearly: int | None = Field(None, ge=0, validation_alias=_env("RETENTION_KEEP_YEARLY"))
+    """Keep the newest backup of each of the last N years."""
+    retention_timezone: str = Field("UTC", validation_alias=_env("RETENTION_TIMEZONE"))
+    """Time zone that decides where a day, week, month and year start."""
+    retention_after_backup: bool = Field(True, validation_alias=_env("RETENTION_AFTER_BACKUP"))
+    """Apply retention after every successful backup run."""
+
+    # --- notifications ----------------------------------------------------------
+    webhook_enabled: bool = Field(False, validation_alias=_env("WEBHOOK_ENABLED"))
+    """Send run results to WEBHOOK_URL."""
+    webhook_url: str | None = Field(None, repr=False, validation_alias=_env("WEBHOOK_URL", "WEBHOOK_URLS"))
+    """One or more (comma-separated) Slack, Discord or JSON webhook URLs."""
+    webhook_format: WebhookFormat = Field(WebhookFormat.AUTO, validation_alias=_env("WEBHOOK_FORMAT"))
+    """auto, slack, discord or json."""
+    notification_level: NotificationLevel = Field(NotificationLevel.ALL, validation_alias=_env("NOTIFICATION_LEVEL"))
+    """all: every result; error: failures and partial successes only; none."""
+    healthcheck_url: str | None = Field(None, repr=False, validation_alias=_env("HEALTHCHECK_URL"))
+    """Dead-man's-switch ping URL (healthchecks.io style: /start, success, /fail)."""
+
+    # --- logging ----------------------------------------------------------------
+    log_level: LogLevel = Field(LogLevel.INFO, validation_alias=_env("LOG_LEVEL"))
+    """DEBUG, INFO, WARN or ERROR."""
+    log_file: Path | None = Field(None, validation_alias=_env("LOG_FILE"))
+    """Also append every log record to this file."""
+    log_format: LogFormat = Field(LogFormat.TEXT, validation_alias=_env("LOG_FORMAT"))
+    """text or json (one JSON object per line)."""
+
+    # --- validators -------------------------------------------------------------
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().upper()
+            return "WARN" if value == "WARNING" else value
+        return value
+
+    @field_validator(
+        "backup_format", "compression", "encryption_method", "notification_level",
+        "webhook_format", "verify_after_backup", "log_format", mode="before",
+    )
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("postgres_container", "postgres_host", "postgres_password", "s3_bucket",
+                     "s3_storage_class", "s3_region", "s3_endpoint_url", "minio_endpoint",
+                     "minio_bucket", "age_recipients", "webhook_url", "healthcheck_url",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("postgres_port", "compression_level", "postgres_password_file",
+                     "encryption_key_path", "age_recipients_file", "age_identity_file",
+                     "minio_secret_key_file", "log_file", "pg_bin_dir", "s3_object_lock_days",
+                     "minio_object_lock_days", "s3_retention_days", "minio_retention_days",
+                     "retention_days", "retention_keep_last", "retention_keep_daily",
+                     "retention_keep_weekly", "retention_keep_monthly", "retention_keep_yearly",
+                     "globals_enabled", mode="before")
+    @classmethod
+    def _empty_optional(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("postgres_db")
+    @classmethod
+    def _dbs(cls, value: str) -> str:
+        if not [d for d in value.split(",") if d.strip()]:
+            raise ValueError("names no database")
+        return value
+
+    @model_validator(mode="after")
+    def _levels_per_algorithm(self) -> Settings:
+        level = self.compression_level
+        if level is not None:
+            if self.compression is Compression.GZIP and not 1 <= level <= 9:
+                raise ValueError("COMPRESSION_LEVEL for gzip must be 1-9")
+            if self.compression is Compression.ZSTD and not 1 <= level <= 22:
+                raise ValueError("COMPRESSION_LEVEL for zstd must be 1-22")
+        return self
+
+    # --- derived ----------------------------------------------------------------
+    @property
+    def databases(self) -> list[str]:
+        """The database names from POSTGRES_DB (``["all"]`` stays as is; see source)."""
+        return [d.strip() for d in self.postgres_db.split(",") if d.strip()]
+
+    @property
+    def all_databases(self) -> bool:
+        return [d.lower() for d in self.databases] == ["all"]
+
+    @property
+    def dump_globals(self) -> bool:
+        if self.globals_enabled is not None:
+            return self.globals_enabled
+        return self.all_databases or len(self.databases) > 1
+
+    def password(self) -> str | None:
+        """The source password from POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE."""
+        if self.postgres_password is not None:
+            return self.postgres_password
+        if self.postgres_password_file is not None:
+            return read_secret_file(self.postgres_password_file, "POSTGRES_PASSWORD_FILE")
+        return None
+
+    def effective_compression_level(self) -> int:
+        if self.compression_level is not None:
+            return self.compression_level
+        return {Compression.GZIP: 6, Compression.ZSTD: 3, Compression.NONE: 0}[self.compression]
+
+
+def read_secret_file(path: Path, variable: str, *, private: bool = False) -> str:
+    """First line of a secret file, without its newline. ``private`` refuses group/other access."""
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{variable}: {path} does not exist", f"create it or fix {variable}") from None
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}",
+                          f"check the permissions of {path}") from None
+    if private and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{variable}: {path} is readable by group or others (mode {info.st_mode & 0o777:o})",
+                          f"run: chmod 600 {path}")
+    line = text.splitlines()[0] if text.strip() else ""
+    if not line:
+        raise ConfigError(f"{variable}: {path} is empty", f"put the secret on the first line of {path}")
+    return line
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = error.get("loc") or ()
+    name = str(loc[0]) if loc else ""
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    if isinstance(alias, AliasChoices):
+        variable = str(alias.choices[0])
+    elif isinstance(alias, str):
+        variable = alias
+    else:
+        variable = name or "configuration"
+    if error.get("type") == "missing":
+        return f"{variable} is required but not set"
+    value = error.get("input")
+    shown = "" if variable.endswith(("PASSWORD", "SECRET_KEY", "URL")) or isinstance(value, dict) else f" (got {value!r})"
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{variable}: {message}{shown}"
+
+
+def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings; turn every validation problem into one ConfigError."""
+    path = env_file if env_file is not None else Path(os.environ.get("SENTINEL_ENV_FILE", ".env"))
+    if env_file is not None and not env_file.is_file():
+        raise ConfigError(f"--env-file {env_file} does not exist", "give the path of an existing .env file")
+    try:
+        return Settings(_env_file=path if path.is_file() else None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = [_describe(dict(e)) for e in exc.errors()]
+        raise ConfigError(
+            "invalid configuration: " + "; ".join(problems),
+            "fix the variables above in the environment or .env (see docs/configuration.md)",
+        ) from None

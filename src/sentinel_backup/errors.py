@@ -1,0 +1,61 @@
+"""Exception types. Each carries its exit code and a hint for the user.
+
+Exactly one place (``cli.main``) turns them into output and an exit status.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+
+
+class SentinelError(Exception):
+    """A failure the user can act on: message, hint, exit code."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(SentinelError):
+    """The configuration or the command line is wrong; nothing was done."""
+
+    exit_code = EXIT_USAGE
+
+
+class SourceError(SentinelError):
+    """PostgreSQL (or the container runtime) refused or failed."""
+
+
+class BackupFailed(SentinelError):
+    """A backup could not be taken or committed."""
+
+
+class PartialFailure(SentinelError):
+    """Some destinations (or databases) succeeded, others failed."""
+
+    exit_code = EXIT_PARTIAL
+
+
+class VerifyFailed(SentinelError):
+    """A stored backup does not match what was recorded for it."""
+
+
+class StorageError(SentinelError):
+    """A destination refused or failed an operation."""
+
+
+class NotFound(SentinelError):
+    """The backup (or object) that was asked for does not exist."""
+
+
+class RestoreFailed(SentinelError):
+    """A restore did not complete; the target was not committed."""

@@ -1,0 +1,130 @@
+"""The manifest: a JSON document beside each artifact, written last (the commit point).
+
+An artifact without its manifest is an incomplete leftover, never a backup.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import VerifyFailed
+
+FORMAT_VERSION = 1
+PREFIX = "sentinel_backup_"
+GLOBALS_PREFIX = "sentinel_globals_"
+MANIFEST_SUFFIX = ".manifest.json"
+SHA256_SUFFIX = ".sha256"
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+_STAMP = r"\d{8}T\d{6}Z"
+_NAME = re.compile(rf"^(?:{PREFIX}(?P<db>.+)|{GLOBALS_PREFIX[:-1]})_(?P<stamp>{_STAMP})(?P<ext>\.(?:sql|dump)\S*)$")
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class CompressionInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    algorithm: str
+    level: int
+
+
+class EncryptionInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    method: str
+    key_id: str  # a non-secret identifier: recipients for age, key fingerprint for AES
+
+
+class Manifest(BaseModel):
+    """What, when and how one backup was taken. ``format_version`` guards readers."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int = FORMAT_VERSION
+    id: str
+    kind: Literal["database", "globals"] = "database"
+    database: str
+    artifact: str
+    created_at: datetime
+    finished_at: datetime
+    duration_seconds: float
+    tool_version: str
+    hostname: str
+    source: dict[str, Any] = Field(default_factory=dict)
+    server_version: str | None = None
+    pg_dump_version: str | None = None
+    format: Literal["plain", "custom"] = "plain"
+    compression: CompressionInfo
+    encryption: EncryptionInfo | None = None
+    raw_size_bytes: int
+    raw_sha256: str
+    size_bytes: int
+    sha256: str
+    snapshot: str | None = None
+    tables: dict[str, int] | None = None
+
+    @property
+    def manifest_key(self) -> str:
+        return self.artifact + MANIFEST_SUFFIX
+
+    @property
+    def checksum_key(self) -> str:
+        return self.artifact + SHA256_SUFFIX
+
+    def to_json(self) -> bytes:
+        return (self.model_dump_json(indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Manifest:
+        try:
+            raw = json.loads(data)
+        except ValueError as exc:
+            raise VerifyFailed(f"{where}: manifest is not valid JSON ({exc})", "the manifest is damaged") from None
+        version = raw.get("format_version") if isinstance(raw, dict) else None
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise VerifyFailed(f"{where}: manifest format_version {version!r} is not supported by this version",
+                               "upgrade sentinel-backup to read it")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise VerifyFailed(f"{where}: manifest is invalid: {exc.errors()[0]['msg']}",
+                               "the manifest is damaged") from None
+
+
+def stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(STAMP_FORMAT)
+
+
+def safe_name(database: str) -> str:
+    """A database name made safe for a file name or object key (reversible enough to read)."""
+    return _SAFE.sub(lambda m: "%" + "%".join(f"{b:02X}" for b in m.group().encode()), database)
+
+
+def artifact_name(database: str | None, moment: datetime, extension: str) -> str:
+    """``sentinel_backup_<db>_<stamp><ext>``, or ``sentinel_globals_<stamp><ext>`` for globals."""
+    head = GLOBALS_PREFIX if database is None else f"{PREFIX}{safe_name(database)}_"
+    return f"{head}{stamp(moment)}{extension}"
+
+
+def backup_id(artifact: str) -> str:
+    """The id of a backup: its artifact name without prefix and extension."""
+    match = _NAME.match(artifact)
+    if match is None:
+        return artifact
+    return artifact[: match.start("ext")].removeprefix(PREFIX)
+
+
+def parse_name(key: str) -> tuple[str | None, datetime] | None:
+    """(safe database name or None for globals, time) from an artifact name, or None."""
+    match = _NAME.match(key)
+    if match is None:
+        return None
+    moment = datetime.strptime(match.group("stamp"), STAMP_FORMAT).replace(tzinfo=UTC)
+    return match.group("db"), moment
+
+
+def checksum_line(sha256: str, artifact: str) -> bytes:
+    """A line in ``sha256sum -c`` format."""
+    return f"{sha256}  {artifact}\n".encode()

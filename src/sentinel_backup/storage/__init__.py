@@ -1,0 +1,1 @@
+"""Destinations: one module per backend behind the Storage protocol."""

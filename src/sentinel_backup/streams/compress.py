@@ -1,0 +1,116 @@
+"""Compression stages: gzip through ISA-L (readable by gunzip), zstd, or none.
+
+The algorithm names here are the ones stored in manifests and used in file names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zstandard
+from isal import isal_zlib
+
+from ..config import Compression
+from ..errors import VerifyFailed
+from .base import Sink
+
+EXTENSIONS = {Compression.GZIP: ".gz", Compression.ZSTD: ".zst", Compression.NONE: ""}
+_GZIP_WBITS = 31  # zlib's "gzip container" window bits
+
+
+def isal_level(gzip_level: int) -> int:
+    """Map gzip's 1-9 onto ISA-L's 0-3 (higher still means smaller and slower)."""
+    return 0 if gzip_level <= 1 else 1 if gzip_level <= 3 else 2 if gzip_level <= 6 else 3
+
+
+class _ZlibLike:
+    """Adapter for compressobj/decompressobj-style objects."""
+
+    def __init__(self, engine: Any, downstream: Sink, *, decompress: bool) -> None:
+        self.engine = engine
+        self.downstream = downstream
+        self.decompress = decompress
+
+    def write(self, data: bytes) -> None:
+        out = self.engine.decompress(data) if self.decompress else self.engine.compress(data)
+        if out:
+            self.downstream.write(out)
+
+    def close(self) -> None:
+        tail = self.engine.flush()
+        if tail:
+            self.downstream.write(tail)
+        self.downstream.close()
+
+
+class _GzipDecompressor:
+    """Decompresses a gzip stream (several members allowed, as gunzip does) and fails
+    if the data is corrupt or ends inside a member."""
+
+    def __init__(self, downstream: Sink) -> None:
+        self.downstream = downstream
+        self.engine = isal_zlib.decompressobj(_GZIP_WBITS)
+        self.members = 0
+        self.in_member = False
+
+    def write(self, data: bytes) -> None:
+        while data:
+            self.in_member = True
+            try:
+                out = self.engine.decompress(data)
+            except isal_zlib.error as exc:
+                raise VerifyFailed(f"gzip data is corrupt: {exc}", "the artifact is damaged; use another backup") from None
+            if out:
+                self.downstream.write(out)
+            if not self.engine.eof:
+                return
+            self.members += 1
+            self.in_member = False
+            data = self.engine.unused_data
+            self.engine = isal_zlib.decompressobj(_GZIP_WBITS)
+
+    def close(self) -> None:
+        if self.in_member or self.members == 0:
+            raise VerifyFailed("gzip data is truncated", "the artifact is incomplete; use another backup")
+        self.downstream.close()
+
+
+class _ZstdDecompressor:
+    def __init__(self, downstream: Sink) -> None:
+        self.downstream = downstream
+        self.engine = zstandard.ZstdDecompressor().decompressobj()
+        self.seen = False
+
+    def write(self, data: bytes) -> None:
+        self.seen = True
+        try:
+            out = self.engine.decompress(data)
+        except zstandard.ZstdError as exc:
+            raise VerifyFailed(f"zstd data is corrupt: {exc}", "the artifact is damaged; use another backup") from None
+        if out:
+            self.downstream.write(out)
+
+    def close(self) -> None:
+        if not self.seen or not self.engine.eof:
+            raise VerifyFailed("zstd data is truncated", "the artifact is incomplete; use another backup")
+        self.downstream.close()
+
+
+def compressor(algorithm: Compression, level: int, downstream: Sink, *, threads: int = 0) -> Sink:
+    """A stage that compresses into downstream."""
+    if algorithm is Compression.GZIP:
+        return _ZlibLike(isal_zlib.compressobj(isal_level(level), isal_zlib.DEFLATED, _GZIP_WBITS),
+                         downstream, decompress=False)
+    if algorithm is Compression.ZSTD:
+        cctx = zstandard.ZstdCompressor(level=level, threads=threads if threads > 0 else -1, write_checksum=True)
+        return _ZlibLike(cctx.compressobj(), downstream, decompress=False)
+    return downstream
+
+
+def decompressor(algorithm: Compression, downstream: Sink) -> Sink:
+    """A stage that decompresses into downstream and fails on corrupt or truncated data."""
+    if algorithm is Compression.GZIP:
+        return _GzipDecompressor(downstream)
+    if algorithm is Compression.ZSTD:
+        return _ZstdDecompressor(downstream)
+    return downstream
