@@ -59,3 +59,7 @@ class NotFound(SentinelError):
 
 class RestoreFailed(SentinelError):
     """A restore did not complete; the target was not committed."""
+
+
+class ObjectLocked(StorageError):
+    """The store refused a deletion because of an object lock (retention skips it)."""
