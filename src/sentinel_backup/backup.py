@@ -1,0 +1,287 @@
+"""One backup run, end to end.
+
+For each database: export a snapshot and read row counts in it, run ``pg_dump
+--snapshot``, stream its output once through hash -> compress -> encrypt -> hash ->
+every destination, commit each copy, re-read it, and only then write the ``.sha256``
+and the manifest (the commit point). A dump that fails, is killed or is truncated, or
+a copy that does not verify, never gets a manifest.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from . import __version__, log
+from .config import BackupFormat, Compression, Settings, VerifyMode
+from .errors import BackupFailed, SentinelError, SourceError, StorageError
+from .manifest import CompressionInfo, EncryptionInfo, Manifest, artifact_name, backup_id, checksum_line
+from .source import Snapshot, Source, StderrCollector, conninfo, source_error
+from .storage.base import Storage
+from .storage.fanout import FanOut
+from .streams.base import pump
+from .streams.compress import EXTENSIONS, compressor
+from .streams.crypto import Cipher, cipher_from_settings
+from .streams.digest import Digest
+from .verify import verify_copy
+
+logger = log.get("backup")
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Outcome:
+    """What happened to one database (or the globals) in a run."""
+
+    database: str
+    kind: str = "database"
+    manifest: Manifest | None = None
+    stored: list[str] = field(default_factory=list)  # destinations holding a committed copy
+    failed: dict[str, str] = field(default_factory=dict)  # destination -> error
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.manifest is not None
+
+
+@dataclass
+class RunResult:
+    outcomes: list[Outcome]
+    started: datetime
+    duration: float
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def partial(self) -> bool:
+        return any(o.ok and o.failed for o in self.outcomes)
+
+
+class Interrupted(BackupFailed):
+    """The run was asked to stop (SIGTERM)."""
+
+
+def stream_compression(settings: Settings, kind: str) -> Compression:
+    """Compression applied by our stream. Custom-format dumps are compressed by pg_dump
+    itself (so the artifact stays usable by ``pg_restore -j`` directly); ours is none."""
+    if kind == "database" and settings.backup_format is BackupFormat.CUSTOM:
+        return Compression.NONE
+    return settings.compression
+
+
+def extension(settings: Settings, kind: str, cipher: Cipher | None) -> str:
+    custom = kind == "database" and settings.backup_format is BackupFormat.CUSTOM
+    base = ".dump" if custom else ".sql" + EXTENSIONS[settings.compression]
+    return base + (cipher.extension if cipher is not None else "")
+
+
+def custom_compression_args(settings: Settings) -> list[str]:
+    """pg_dump -Z for custom format: COMPRESSION=none disables it, COMPRESSION_LEVEL sets it."""
+    if settings.compression is Compression.NONE:
+        return ["-Z", "0"]
+    if settings.compression is Compression.GZIP and settings.compression_level is not None:
+        return ["-Z", str(settings.compression_level)]
+    return []
+
+
+class BackupRun:
+    """A configured run: source, destinations and cipher resolved before any dump starts."""
+
+    def __init__(self, settings: Settings, destinations: list[Storage], *, progress: Progress | None = None,
+                 stop: threading.Event | None = None, clock: Callable[[], datetime] | None = None) -> None:
+        self.settings = settings
+        self.destinations = destinations
+        self.source = Source(settings)
+        self.cipher = cipher_from_settings(settings)
+        self.progress = progress
+        self.stop = stop or threading.Event()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.extra_args = shlex.split(settings.pg_dump_options)
+        if not destinations:
+            raise BackupFailed("no destination is enabled", "set LOCAL_ENABLED=true, S3_ENABLED or MINIO_ENABLED")
+
+    def run(self) -> RunResult:
+        started = self.clock()
+        t0 = time.monotonic()
+        databases = self.source.resolve_databases()
+        logger.info("Backup process started", extra=log.fields(
+            databases=",".join(databases), destinations=",".join(d.name for d in self.destinations),
+            format=self.settings.backup_format.value, compression=self.settings.compression.value,
+            encryption=self.cipher.method if self.cipher else "none"))
+        outcomes = []
+        for database in databases:
+            outcomes.append(self._guarded(database, "database", started))
+        if self.settings.dump_globals:
+            outcomes.append(self._guarded("globals", "globals", started))
+        return RunResult(outcomes, started, time.monotonic() - t0)
+
+    def _guarded(self, database: str, kind: str, moment: datetime) -> Outcome:
+        outcome = Outcome(database, kind)
+        if self.stop.is_set():
+            outcome.error = "not started: the run was interrupted"
+            return outcome
+        try:
+            self._one(outcome, moment)
+        except SentinelError as exc:
+            outcome.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+            logger.error(f"Backup of {database} failed: {exc.message}", extra=log.fields(database=database,
+                                                                                          hint=exc.hint or ""))
+        return outcome
+
+    # --- one database ---------------------------------------------------------------
+    def _one(self, outcome: Outcome, moment: datetime) -> None:
+        s = self.settings
+        is_globals = outcome.kind == "globals"
+        ext = extension(s, outcome.kind, self.cipher)
+        name = artifact_name(None if is_globals else outcome.database, moment, ext)
+        begin = self.clock()
+        t0 = time.monotonic()
+        logger.info(f"Dumping {outcome.database}", extra=log.fields(database=outcome.database, artifact=name))
+        if is_globals:
+            snap = None
+            argv = self.source.command("pg_dumpall", "--globals-only")
+            fanout, raw, stored = self._dump(name, argv, outcome.kind)
+        else:
+            with self.source.snapshot(outcome.database) as snap:
+                fmt = ["-F", "c", *custom_compression_args(s)] if s.backup_format is BackupFormat.CUSTOM else ["-F", "p"]
+                args = ["--snapshot", snap.id, *fmt, *self.extra_args, "-d", conninfo(outcome.database)]
+                fanout, raw, stored = self._dump(name, self.source.command("pg_dump", *args), outcome.kind)
+        manifest = self._manifest(outcome, name, begin, time.monotonic() - t0, snap, raw, stored)
+        self._commit(outcome, fanout, manifest)
+
+    def _dump(self, name: str, argv: list[str], kind: str) -> tuple[FanOut, Digest, Digest]:
+        s = self.settings
+        writers = {}
+        try:
+            for dest in self.destinations:
+                writers[dest.name] = dest.open_writer(name, artifact=True)
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
+        fanout = FanOut(writers)
+        stored = Digest(fanout)
+        inner = self.cipher.encryptor(stored) if self.cipher else stored
+        raw = Digest(compressor(stream_compression(s, kind), s.effective_compression_level(), inner, threads=s.compression_threads))
+        logger.debug("Running " + " ".join(argv))
+        proc = self.source.spawn(argv)
+        errors = StderrCollector(proc)
+        try:
+            assert proc.stdout is not None
+            pump(proc.stdout, raw, progress=self._tick)
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            fanout.abort()
+            raise
+        finally:
+            errors.join()
+        if code != 0:
+            fanout.abort()
+            raise source_error("pg_dumpall" if kind == "globals" else "pg_dump", errors.text(), code)
+        if errors.text().strip():
+            logger.warning(f"pg_dump said: {errors.text().strip()}")
+        return fanout, raw, stored
+
+    def _tick(self, n: int) -> None:
+        if self.stop.is_set():
+            raise Interrupted("the run was interrupted (SIGTERM/SIGINT)", "the partial backup was removed")
+        if self.progress is not None:
+            self.progress(n)
+
+    def _manifest(self, outcome: Outcome, name: str, begin: datetime, seconds: float, snap: Snapshot | None,
+                  raw: Digest, stored: Digest) -> Manifest:
+        s = self.settings
+        fmt = "custom" if s.backup_format is BackupFormat.CUSTOM and outcome.kind == "database" else "plain"
+        return Manifest(
+            id=backup_id(name), kind=outcome.kind, database=outcome.database, artifact=name,  # type: ignore[arg-type]
+            created_at=begin, finished_at=self.clock(), duration_seconds=round(seconds, 3),
+            tool_version=__version__, hostname=socket.gethostname(), source=self.source.describe(),
+            server_version=snap.server_version if snap else None, pg_dump_version=self._pg_dump_version(),
+            format=fmt,  # type: ignore[arg-type]
+            compression=self._compression_info(outcome.kind),
+            encryption=EncryptionInfo(method=self.cipher.method, key_id=self.cipher.key_id) if self.cipher else None,
+            raw_size_bytes=raw.size, raw_sha256=raw.sha256, size_bytes=stored.size, sha256=stored.sha256,
+            snapshot=snap.id if snap else None, tables=snap.tables if snap else None,
+        )
+
+    def _compression_info(self, kind: str) -> CompressionInfo:
+        algorithm = stream_compression(self.settings, kind)
+        level = 0 if algorithm is Compression.NONE else self.settings.effective_compression_level()
+        return CompressionInfo(algorithm=algorithm.value, level=level)
+
+    _version_cache: str | None = None
+
+    def _pg_dump_version(self) -> str | None:
+        if self._version_cache is None:
+            try:
+                self._version_cache = self.source.tool_version("pg_dump")
+            except SourceError:
+                return None
+        return self._version_cache
+
+    def _commit(self, outcome: Outcome, fanout: FanOut, manifest: Manifest) -> None:
+        """Close the stream, commit each copy, verify it, then write .sha256 + manifest."""
+        s = self.settings
+        fanout.close()
+        if s.min_backup_size and manifest.size_bytes < s.min_backup_size:
+            fanout.abort()
+            raise BackupFailed(f"{manifest.artifact} is only {manifest.size_bytes} bytes (MIN_BACKUP_SIZE is "
+                               f"{s.min_backup_size})", "check that the database has data, or lower MIN_BACKUP_SIZE")
+        for name, error in fanout.failed.items():
+            outcome.failed[name] = str(error)
+            logger.error(f"Destination {name} failed for {manifest.artifact}: {error}",
+                         extra=log.fields(destination=name))
+            _abort_quietly(fanout, name)
+        by_name = {d.name: d for d in self.destinations}
+        for name, writer in fanout.healthy.items():
+            try:
+                writer.commit()
+                self._check_copy(by_name[name], manifest)
+                by_name[name].put_bytes(manifest.checksum_key, checksum_line(manifest.sha256, manifest.artifact))
+                by_name[name].put_bytes(manifest.manifest_key, manifest.to_json())
+            except SentinelError as exc:
+                outcome.failed[name] = exc.message
+                logger.error(f"Destination {name} failed for {manifest.artifact}: {exc.message}",
+                             extra=log.fields(destination=name))
+                by_name[name].delete(manifest.artifact)
+                continue
+            outcome.stored.append(name)
+        if not outcome.stored:
+            raise BackupFailed(f"no destination holds a verified copy of {manifest.artifact}",
+                               "; ".join(f"{k}: {v}" for k, v in outcome.failed.items()))
+        outcome.manifest = manifest
+        logger.info(f"Backup of {manifest.database} completed", extra=log.fields(
+            database=manifest.database, artifact=manifest.artifact, raw_bytes=manifest.raw_size_bytes,
+            stored_bytes=manifest.size_bytes, seconds=manifest.duration_seconds,
+            tables=len(manifest.tables or {}), destinations=",".join(outcome.stored)))
+
+    def _check_copy(self, storage: Storage, manifest: Manifest) -> None:
+        if self.settings.verify_after_backup is VerifyMode.NONE:
+            info = storage.stat(manifest.artifact)
+            if info is None or info.size != manifest.size_bytes:
+                raise StorageError(f"{storage.name}: stored size does not match the stream", "try again")
+            return
+        report = verify_copy(storage, manifest, self.settings)
+        if not report.ok:
+            detail = "; ".join(f"{c.name}: {c.detail}" for c in report.failures)
+            raise BackupFailed(f"{storage.name} copy of {manifest.artifact} failed verification: {detail}")
+        logger.debug(f"Verified {storage.name} copy", extra=log.fields(checks=",".join(c.name for c in report.checks)))
+
+
+def _abort_quietly(fanout: FanOut, name: str) -> None:
+    writer = next((lane.writer for lane in fanout.lanes if lane.name == name), None)
+    if writer is not None:
+        try:
+            writer.abort()
+        except SentinelError as exc:
+            logger.warning(f"Could not abort the upload to {name}: {exc.message}")

@@ -1,0 +1,70 @@
+"""The Typer application and what every command shares: settings, logging, progress."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .. import log
+from ..config import Settings, load_settings
+
+app = typer.Typer(
+    name="sentinel-backup",
+    help="PostgreSQL backups that are streamed, verified, encrypted and proven to restore.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@dataclass
+class State:
+    env_file: Path | None = None
+    _settings: Settings | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.env_file, **overrides)
+            log.setup(self._settings.log_level, self._settings.log_format, self._settings.log_file)
+        return self._settings
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    env_file: Annotated[Path | None, typer.Option("--env-file", help="Read settings from this .env file.")] = None,
+) -> None:
+    ctx.obj = State(env_file)
+
+
+def state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, State)
+    return obj
+
+
+@contextmanager
+def progress_bar(label: str, total: int | None = None) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress display on a terminal; nothing (plain log lines) otherwise."""
+    if not sys.stdout.isatty():
+        yield None
+        return
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TransferSpeedColumn)
+
+    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeElapsedColumn()]
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def emit(text: str = "") -> None:
+    """Command output (not logs) goes to stdout."""
+    typer.echo(text)

@@ -1,0 +1,48 @@
+"""`sentinel-backup list`: backups on every destination, newest first."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from ...catalog import scan
+from ...storage.registry import build_destinations
+from ..app import app, emit, state
+
+
+def human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@app.command("list")
+def list_backups(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    destination: Annotated[str | None, typer.Option("--destination", help="Only this destination.")] = None,
+    database: Annotated[str | None, typer.Option("--database", help="Only this database.")] = None,
+) -> int:
+    """List backups (those with a manifest), newest first."""
+    settings = state(ctx).settings()
+    destinations = [d for d in build_destinations(settings) if destination in (None, d.name)]
+    catalog = scan(destinations)
+    entries = [e for e in catalog.entries if database in (None, e.manifest.database)]
+    if as_json:
+        emit(json.dumps([e.to_json() for e in entries], indent=2))
+        return 0
+    if not entries:
+        emit("No backups found.")
+        return 0
+    emit(f"{'ID':<48} {'CREATED (UTC)':<20} {'SIZE':>10} {'RAW':>10} {'ENC':<12} DESTINATIONS")
+    for e in entries:
+        m = e.manifest
+        enc = m.encryption.method if m.encryption else "-"
+        emit(f"{m.id:<48} {m.created_at:%Y-%m-%d %H:%M:%S}  {human(m.size_bytes):>10} {human(m.raw_size_bytes):>10}"
+             f" {enc:<12} {','.join(sorted(e.locations))}")
+    return 0

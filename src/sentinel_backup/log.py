@@ -1,0 +1,89 @@
+"""Logging: levels DEBUG/INFO/WARN/ERROR, text or JSON lines, stdout and LOG_FILE.
+
+The core logs events with structured fields (``log.info("...", extra=fields(k=v))``);
+this module decides how they look. Secrets never reach a log call in the first place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .config import LogFormat, LogLevel
+from .errors import ConfigError
+
+ROOT = "sentinel_backup"
+_LEVELS = {LogLevel.DEBUG: logging.DEBUG, LogLevel.INFO: logging.INFO, LogLevel.WARN: logging.WARNING,
+           LogLevel.ERROR: logging.ERROR}
+_NAMES = {logging.WARNING: "WARN", logging.CRITICAL: "ERROR"}
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """``extra=`` argument carrying structured fields for a log record."""
+    return {"fields": values}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _level(record: logging.LogRecord) -> str:
+    return _NAMES.get(record.levelno, record.levelname)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extra: dict[str, Any] = getattr(record, "fields", {}) or {}
+        tail = " ".join(f"{k}={_text(v)}" for k, v in extra.items())
+        line = f"{_timestamp(record)} [{_level(record)}] {record.getMessage()}"
+        if tail:
+            line += f" {tail}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _text(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text) if (" " in text or not text) else text
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {"timestamp": _timestamp(record), "level": _level(record),
+                               "event": record.getMessage(), "logger": record.name}
+        doc.update(getattr(record, "fields", {}) or {})
+        if record.exc_info:
+            doc["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def setup(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogFormat.TEXT, file: Path | None = None) -> None:
+    """(Re)configure the package logger. Safe to call more than once."""
+    logger = logging.getLogger(ROOT)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(_LEVELS[level])
+    logger.propagate = False
+    formatter: logging.Formatter = JsonFormatter() if fmt is LogFormat.JSON else TextFormatter()
+    out = logging.StreamHandler(sys.stdout)
+    out.setFormatter(formatter)
+    logger.addHandler(out)
+    if file is not None:
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(file, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"LOG_FILE {file} cannot be opened: {exc.strerror}",
+                              "create its folder and give this user write access, or unset LOG_FILE") from None
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+
+
+def get(name: str) -> logging.Logger:
+    return logging.getLogger(f"{ROOT}.{name}")

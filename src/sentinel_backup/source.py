@@ -1,0 +1,261 @@
+"""PostgreSQL access: the client-tool commands, direct or through ``docker exec``.
+
+One path for both modes: every interaction is a PostgreSQL client program (pg_dump,
+pg_dumpall, psql, pg_restore) started through :meth:`Source.command`. In container
+mode it runs inside the database container, so the dump tool always matches the server.
+The password travels only in the child's environment (``docker exec -e PGPASSWORD``
+copies it from ours), never in argv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+from .config import Settings
+from .errors import SourceError
+
+_TOOLS = {"pg_dump", "pg_dumpall", "psql", "pg_restore"}
+
+# Row counts of every table whose data pg_dump dumps, in one statement (so it can run
+# inside the exported snapshot): ordinary and partitioned tables and materialized views,
+# outside system schemas, excluding members of extensions.
+ROW_COUNTS_SQL = r"""
+SELECT coalesce(json_object_agg(name, n ORDER BY name), '{}'::json) FROM (
+  SELECT format('%I.%I', ns.nspname, c.relname) AS name,
+         (xpath('/row/n/text()', query_to_xml(
+            format('SELECT count(*) AS n FROM %I.%I', ns.nspname, c.relname), false, true, '')))[1]::text::bigint AS n
+  FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'm')
+    AND ns.nspname NOT IN ('pg_catalog', 'information_schema') AND ns.nspname NOT LIKE 'pg\_%'
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                    AND d.deptype = 'e')
+) t
+"""
+
+DATABASES_SQL = ("SELECT coalesce(json_agg(datname ORDER BY datname), '[]'::json) FROM pg_database"
+                 " WHERE datallowconn AND NOT datistemplate")
+
+
+def conninfo(database: str) -> str:
+    """A libpq connection string naming only the database (safe for any name)."""
+    escaped = database.replace("\\", "\\\\").replace("'", "\\'")
+    return f"dbname='{escaped}'"
+
+
+@dataclass
+class Source:
+    """How to run PostgreSQL client tools against the configured server."""
+
+    settings: Settings
+    _password: str | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._password = self.settings.password()
+
+    @property
+    def container(self) -> str | None:
+        return self.settings.postgres_container
+
+    def describe(self) -> dict[str, object]:
+        """Where the server is, for manifests and logs (no secret)."""
+        s = self.settings
+        return {"container": s.postgres_container, "host": s.postgres_host, "port": s.postgres_port,
+                "user": s.postgres_user}
+
+    def command(self, tool: str, *args: str) -> list[str]:
+        """argv for a client tool with the connection options (never the password)."""
+        assert tool in _TOOLS, tool
+        s = self.settings
+        conn = ["-U", s.postgres_user]
+        if s.postgres_host:
+            conn += ["-h", s.postgres_host]
+        if s.postgres_port:
+            conn += ["-p", str(s.postgres_port)]
+        if self.container:
+            passed = [opt for name in self._child_env() for opt in ("-e", name)]
+            return [s.docker_bin, "exec", "-i", *passed, self.container, tool, *conn, *args]
+        binary = str(s.pg_bin_dir / tool) if s.pg_bin_dir else tool
+        return [binary, *conn, *args]
+
+    def _child_env(self) -> dict[str, str]:
+        extra = {"PGAPPNAME": "sentinel-backup", "PGCONNECT_TIMEOUT": os.environ.get("PGCONNECT_TIMEOUT", "15")}
+        if self._password is not None:
+            extra["PGPASSWORD"] = self._password
+        return extra
+
+    def env(self) -> dict[str, str]:
+        """Environment for a child process: ours plus the password and app name."""
+        return {**os.environ, **self._child_env()}
+
+    def popen(self, tool: str, *args: str, stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+              stdout: int | IO[bytes] | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
+        return self.spawn(self.command(tool, *args), stdin=stdin, stdout=stdout)
+
+    def spawn(self, argv: list[str], *, stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+              stdout: int | IO[bytes] | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
+        """Start a command built by :meth:`command`; stderr is a pipe for the caller to drain."""
+        try:
+            return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=self.env(),
+                                    bufsize=0)
+        except FileNotFoundError:
+            hint = ("install the container CLI or fix DOCKER_BIN" if self.container else
+                    "install the PostgreSQL client (e.g. apt-get install postgresql-client) or set PG_BIN_DIR")
+            raise SourceError(f"{argv[0]} not found", hint) from None
+
+    def run(self, tool: str, *args: str, input: bytes | None = None) -> str:
+        """Run a client tool to completion; its stdout, or SourceError with its stderr."""
+        proc = self.popen(tool, *args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL)
+        out, err = proc.communicate(input)
+        if proc.returncode != 0:
+            raise source_error(tool, err.decode(errors="replace"), proc.returncode)
+        return out.decode()
+
+    def tool_version(self, tool: str = "pg_dump") -> str:
+        return self.run(tool, "--version").strip() if not self.container else self._container_version(tool)
+
+    def _container_version(self, tool: str) -> str:
+        argv = [self.settings.docker_bin, "exec", self.container or "", tool, "--version"]
+        result = subprocess.run(argv, capture_output=True, env=self.env(), check=False)
+        if result.returncode != 0:
+            raise source_error(tool, result.stderr.decode(errors="replace"), result.returncode)
+        return result.stdout.decode().strip()
+
+    def query_json(self, sql: str, database: str = "postgres") -> object:
+        """Run one statement that returns a single JSON value."""
+        text = self.run("psql", *PSQL_FLAGS, "-d", conninfo(database), "-c", sql)
+        return json.loads(text)
+
+    def list_databases(self) -> list[str]:
+        names = self.query_json(DATABASES_SQL)
+        assert isinstance(names, list)
+        return [str(n) for n in names]
+
+    def resolve_databases(self) -> list[str]:
+        """POSTGRES_DB resolved: `all` becomes every connectable non-template database."""
+        if self.settings.all_databases:
+            return self.list_databases()
+        return self.settings.databases
+
+    @contextlib.contextmanager
+    def snapshot(self, database: str) -> Iterator[Snapshot]:
+        """Open a REPEATABLE READ transaction, export its snapshot and read row counts in it.
+
+        The transaction stays open while the caller runs ``pg_dump --snapshot``.
+        """
+        session = PsqlSession(self, database)
+        try:
+            session.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            snapshot_id = session.query("SELECT pg_export_snapshot()")
+            version = session.query("SHOW server_version")
+            counts = json.loads(session.query(ROW_COUNTS_SQL.replace("\n", " ")))
+            yield Snapshot(snapshot_id, version, {str(k): int(v) for k, v in counts.items()})
+        finally:
+            session.close()
+
+
+PSQL_FLAGS = ("-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    server_version: str
+    tables: dict[str, int]
+
+
+class PsqlSession:
+    """A long-lived psql process fed statements one at a time (works through docker exec)."""
+
+    _MARK = "__sentinel_end_of_result__"
+
+    def __init__(self, source: Source, database: str) -> None:
+        self.proc = source.popen("psql", *PSQL_FLAGS, "-d", conninfo(database), stdin=subprocess.PIPE)
+        self.stderr: list[bytes] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+
+    def query(self, sql: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(f"{sql};\n\\echo {self._MARK}\n".encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        lines: list[str] = []
+        for raw in self.proc.stdout:
+            line = raw.decode().rstrip("\n")
+            if line == self._MARK:
+                return "\n".join(lines).strip()
+            lines.append(line)
+        code = self.proc.wait()
+        self._reader.join(timeout=5)
+        raise source_error("psql", b"".join(self.stderr).decode(errors="replace"), code)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+_HINTS = (
+    ("password authentication failed", "check POSTGRES_PASSWORD / POSTGRES_PASSWORD_FILE (or ~/.pgpass) for POSTGRES_USER"),
+    ("no password supplied", "set POSTGRES_PASSWORD_FILE or add the user to ~/.pgpass"),
+    ("does not exist", "check POSTGRES_DB and POSTGRES_USER: the name must exist on the server"),
+    ("Connection refused", "check that the server runs and POSTGRES_HOST / POSTGRES_PORT point at it"),
+    ("could not translate host name", "check POSTGRES_HOST"),
+    ("timeout expired", "the server did not answer: check POSTGRES_HOST / POSTGRES_PORT and firewalls"),
+    ("No such container", "check POSTGRES_CONTAINER (docker ps shows the running containers)"),
+    ("permission denied", "grant POSTGRES_USER read access to everything dumped, or use a superuser"),
+    ("server version mismatch", "use a pg_dump at least as new as the server (PG_BIN_DIR), or POSTGRES_CONTAINER"),
+)
+
+
+def source_error(tool: str, stderr: str, code: int | None) -> SourceError:
+    """A SourceError carrying the tool's own error text and a hint when we recognise it."""
+    text = " ".join(line.strip() for line in stderr.strip().splitlines() if line.strip()) or "no error text"
+    hint = next((h for needle, h in _HINTS if needle.lower() in text.lower()), None)
+    status = f"exit code {code}" if code is not None and code >= 0 else f"killed by signal {-(code or 0)}"
+    return SourceError(f"{tool} failed ({status}): {text}", hint)
+
+
+class StderrCollector:
+    """Drains a child's stderr in a thread (so it can never block the child) and keeps it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.chunks: list[bytes] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if sum(map(len, self.chunks)) < 64 * 1024:
+                self.chunks.append(line)
+
+    def join(self) -> None:
+        self.thread.join(timeout=30)
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode(errors="replace")
