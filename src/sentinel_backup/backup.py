@@ -233,7 +233,8 @@ class BackupRun:
         """Close the stream, commit each copy, verify it, then write .sha256 + manifest."""
         s = self.settings
         fanout.close()
-        if s.min_backup_size and manifest.size_bytes < s.min_backup_size:
+        has_rows = any(n > 0 for n in (manifest.tables or {}).values())
+        if s.min_backup_size and has_rows and manifest.size_bytes < s.min_backup_size:
             fanout.abort()
             raise BackupFailed(f"{manifest.artifact} is only {manifest.size_bytes} bytes (MIN_BACKUP_SIZE is "
                                f"{s.min_backup_size})", "check that the database has data, or lower MIN_BACKUP_SIZE")

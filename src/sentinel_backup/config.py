@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     compression_threads: int = Field(0, ge=0, le=256, validation_alias=_env("COMPRESSION_THREADS"))
     """zstd worker threads; 0 = one per CPU core."""
     min_backup_size: int = Field(1024, ge=0, validation_alias=_env("MIN_BACKUP_SIZE"))
-    """Smallest acceptable stored artifact in bytes; 0 disables the check."""
+    """Smallest acceptable stored artifact in bytes for a database that has rows; 0 disables the check."""
     verify_after_backup: VerifyMode = Field(VerifyMode.INTEGRITY, validation_alias=_env("VERIFY_AFTER_BACKUP"))
     """`integrity` re-reads each copy before commit; `restore` also runs a restore drill; `none` skips the re-read."""
     pg_dump_options: str = Field("", validation_alias=_env("PG_DUMP_OPTIONS"))

@@ -69,14 +69,14 @@ class Source:
         return {"container": s.postgres_container, "host": s.postgres_host, "port": s.postgres_port,
                 "user": s.postgres_user}
 
-    def command(self, tool: str, *args: str) -> list[str]:
+    def command(self, tool: str, *args: str, connect: bool = True) -> list[str]:
         """argv for a client tool with the connection options (never the password)."""
         assert tool in _TOOLS, tool
         s = self.settings
-        conn = ["-U", s.postgres_user]
-        if s.postgres_host:
+        conn = ["-U", s.postgres_user] if connect else []
+        if s.postgres_host and connect:
             conn += ["-h", s.postgres_host]
-        if s.postgres_port:
+        if s.postgres_port and connect:
             conn += ["-p", str(s.postgres_port)]
         if self.container:
             passed = [opt for name in self._child_env() for opt in ("-e", name)]
@@ -118,14 +118,12 @@ class Source:
         return out.decode()
 
     def tool_version(self, tool: str = "pg_dump") -> str:
-        return self.run(tool, "--version").strip() if not self.container else self._container_version(tool)
-
-    def _container_version(self, tool: str) -> str:
-        argv = [self.settings.docker_bin, "exec", self.container or "", tool, "--version"]
-        result = subprocess.run(argv, capture_output=True, env=self.env(), check=False)
-        if result.returncode != 0:
-            raise source_error(tool, result.stderr.decode(errors="replace"), result.returncode)
-        return result.stdout.decode().strip()
+        """``pg_dump --version`` (inside the container in container mode)."""
+        proc = self.spawn(self.command(tool, "--version", connect=False))
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise source_error(tool, err.decode(errors="replace"), proc.returncode)
+        return out.decode().strip()
 
     def query_json(self, sql: str, database: str = "postgres") -> object:
         """Run one statement that returns a single JSON value."""
