@@ -151,7 +151,8 @@ class BackupRun:
             fanout, raw, stored = self._dump(name, argv, outcome.kind)
         else:
             with self.source.snapshot(outcome.database) as snap:
-                fmt = ["-F", "c", *custom_compression_args(s)] if s.backup_format is BackupFormat.CUSTOM else ["-F", "p"]
+                custom = s.backup_format is BackupFormat.CUSTOM
+                fmt = ["-F", "c", *custom_compression_args(s)] if custom else ["-F", "p"]
                 args = ["--snapshot", snap.id, *fmt, *self.extra_args, "-d", conninfo(outcome.database)]
                 fanout, raw, stored = self._dump(name, self.source.command("pg_dump", *args), outcome.kind)
         manifest = self._manifest(outcome, name, begin, time.monotonic() - t0, snap, raw, stored)
@@ -170,7 +171,8 @@ class BackupRun:
         fanout = FanOut(writers)
         stored = Digest(fanout)
         inner = self.cipher.encryptor(stored) if self.cipher else stored
-        raw = Digest(compressor(stream_compression(s, kind), s.effective_compression_level(), inner, threads=s.compression_threads))
+        raw = Digest(compressor(stream_compression(s, kind), s.effective_compression_level(), inner,
+                                threads=s.compression_threads))
         logger.debug("Running " + " ".join(argv))
         proc = self.source.spawn(argv)
         errors = StderrCollector(proc)

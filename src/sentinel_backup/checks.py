@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,9 +68,12 @@ def run_checks(settings: Settings) -> list[CheckResult]:
     except SentinelError as exc:
         return [*results, CheckResult("destinations", False, exc.message, exc.hint)]
     for storage in destinations:
-        prepare = getattr(storage, "prepare", None)
-        if callable(prepare):
-            results.append(_attempt(f"destination {storage.name}", lambda s=storage, p=prepare: (p(), probe_destination(s))[1]))
-        else:
-            results.append(_attempt(f"destination {storage.name}", lambda s=storage: probe_destination(s)))
+        results.append(_attempt(f"destination {storage.name}", functools.partial(_prepare_and_probe, storage)))
     return results
+
+
+def _prepare_and_probe(storage: Storage) -> str:
+    prepare = getattr(storage, "prepare", None)
+    if callable(prepare):
+        prepare()
+    return probe_destination(storage)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,48 +19,48 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .errors import ConfigError
 
 
-class LogLevel(str, Enum):
+class LogLevel(StrEnum):
     DEBUG = "DEBUG"
     INFO = "INFO"
     WARN = "WARN"
     ERROR = "ERROR"
 
 
-class LogFormat(str, Enum):
+class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
 
 
-class BackupFormat(str, Enum):
+class BackupFormat(StrEnum):
     PLAIN = "plain"
     CUSTOM = "custom"
 
 
-class Compression(str, Enum):
+class Compression(StrEnum):
     GZIP = "gzip"
     ZSTD = "zstd"
     NONE = "none"
 
 
-class EncryptionMethod(str, Enum):
+class EncryptionMethod(StrEnum):
     AES = "aes-256-cbc"
     AGE = "age"
 
 
-class NotificationLevel(str, Enum):
+class NotificationLevel(StrEnum):
     ALL = "all"
     ERROR = "error"
     NONE = "none"
 
 
-class WebhookFormat(str, Enum):
+class WebhookFormat(StrEnum):
     AUTO = "auto"
     SLACK = "slack"
     DISCORD = "discord"
     JSON = "json"
 
 
-class VerifyMode(str, Enum):
+class VerifyMode(StrEnum):
     NONE = "none"
     INTEGRITY = "integrity"
     RESTORE = "restore"
@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     backup_dir: Path = Field(validation_alias=_env("BACKUP_DIR"))
     """Local destination folder (created with mode 0700)."""
     local_enabled: bool = Field(True, validation_alias=_env("LOCAL_ENABLED"))
-    """Keep a copy in BACKUP_DIR. With false, BACKUP_DIR only holds nothing but may still be used for temporary files."""
+    """Keep a copy in BACKUP_DIR (false: remote destinations only)."""
     backup_format: BackupFormat = Field(BackupFormat.PLAIN, validation_alias=_env("BACKUP_FORMAT"))
     """`plain` (SQL, restorable with `gunzip -c | psql`) or `custom` (pg_restore, parallel restore)."""
     compression: Compression = Field(Compression.GZIP, validation_alias=_env("COMPRESSION"))
@@ -337,9 +337,19 @@ def _describe(error: dict[str, Any]) -> str:
     if error.get("type") == "missing":
         return f"{variable} is required but not set"
     value = error.get("input")
-    shown = "" if variable.endswith(("PASSWORD", "SECRET_KEY", "URL")) or isinstance(value, dict) else f" (got {value!r})"
+    secret = variable.endswith(("PASSWORD", "SECRET_KEY", "URL", "URLS"))
+    shown = "" if secret or isinstance(value, dict) else f" (got {value!r})"
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     return f"{variable}: {message}{shown}"
+
+
+def settings_from(values: dict[str, str]) -> Settings:
+    """Settings from these values only: no environment, no .env (the demo, tests)."""
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError("invalid configuration: " + "; ".join(_describe(dict(e)) for e in exc.errors()),
+                          "fix the values given") from None
 
 
 def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:

@@ -217,7 +217,8 @@ class PsqlSession:
 
 
 _HINTS = (
-    ("password authentication failed", "check POSTGRES_PASSWORD / POSTGRES_PASSWORD_FILE (or ~/.pgpass) for POSTGRES_USER"),
+    ("password authentication failed",
+     "check POSTGRES_PASSWORD / POSTGRES_PASSWORD_FILE (or ~/.pgpass) for POSTGRES_USER"),
     ("no password supplied", "set POSTGRES_PASSWORD_FILE or add the user to ~/.pgpass"),
     ("does not exist", "check POSTGRES_DB and POSTGRES_USER: the name must exist on the server"),
     ("Connection refused", "check that the server runs and POSTGRES_HOST / POSTGRES_PORT point at it"),

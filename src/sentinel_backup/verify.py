@@ -98,11 +98,12 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
     except ConfigError as exc:
         cipher, report.checks = None, [*report.checks, Check("key", False, str(exc))]
     can_decode = manifest.encryption is None or (cipher is not None and cipher.can_decrypt)
+    raw: Digest | None = None
+    tail: Tail | None = None
     if can_decode:
-        stored, head, raw, tail = decode_chain(manifest, cipher, NullSink())
+        stored, _head, raw, tail = decode_chain(manifest, cipher, NullSink())
     else:
         stored = Digest(NullSink())
-        head, raw, tail = stored, None, None  # type: ignore[assignment]
     try:
         with storage.open_reader(key) as reader:
             pump(reader, stored, progress=progress)

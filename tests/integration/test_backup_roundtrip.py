@@ -99,7 +99,7 @@ def test_several_databases_and_globals(pg: TempCluster, base_env: dict[str, str]
     for name in names:
         pg.psql(f"DROP DATABASE IF EXISTS {name}")
         pg.psql(f"CREATE DATABASE {name}")
-        pg.psql(f"CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 3000) g", name)
+        pg.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 3000) g", name)
     pg.psql("DO $$ BEGIN CREATE ROLE sentinel_reader LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
     env = {**base_env, "POSTGRES_DB": ",".join(names)}
     result = cli(env, "backup")

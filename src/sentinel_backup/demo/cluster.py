@@ -30,7 +30,7 @@ def find_pg_bin() -> Path:
         found = shutil.which("initdb")
         if found:
             return Path(found).parent
-        raise RuntimeError("no PostgreSQL server binaries found: install postgresql (e.g. apt-get install postgresql-15)"
+        raise RuntimeError("no PostgreSQL server binaries found: install postgresql (apt-get install postgresql-15)"
                            " or set SENTINEL_PG_BIN")
     return candidates[-1].parent
 

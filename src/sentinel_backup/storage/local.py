@@ -116,7 +116,7 @@ class LocalStorage:
     def open_reader(self, key: str) -> BinaryIO:
         _check_key(key)
         try:
-            return open(self.folder / key, "rb")  # noqa: SIM115 - the caller closes it
+            return open(self.folder / key, "rb")
         except FileNotFoundError:
             raise NotFound(f"local: {self.folder / key} does not exist", "run `sentinel-backup list`") from None
         except OSError as exc:

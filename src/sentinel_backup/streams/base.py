@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 CHUNK = 1 << 20  # 1 MiB: large enough for fast hashing/compression, small enough for flat memory
 
@@ -37,7 +37,7 @@ class FileSink:
         self.file.close()
 
 
-def pump(reader: BinaryIO, sink: Sink, *, chunk: int = CHUNK, progress: Callable[[int], None] | None = None) -> int:
+def pump(reader: IO[bytes], sink: Sink, *, chunk: int = CHUNK, progress: Callable[[int], None] | None = None) -> int:
     """Copy reader into sink chunk by chunk, then close the sink. Returns bytes read."""
     total = 0
     read = getattr(reader, "read1", reader.read)

@@ -58,8 +58,9 @@ class _GzipDecompressor:
             self.in_member = True
             try:
                 out = self.engine.decompress(data)
-            except isal_zlib.error as exc:
-                raise VerifyFailed(f"gzip data is corrupt: {exc}", "the artifact is damaged; use another backup") from None
+            except Exception as exc:  # isal_zlib.error: only the decompressor runs in this try
+                raise VerifyFailed(f"gzip data is corrupt: {exc}",
+                                   "the artifact is damaged; use another backup") from None
             if out:
                 self.downstream.write(out)
             if not self.engine.eof:

@@ -18,7 +18,7 @@ import typer
 from ... import log
 from ...backup import BackupRun
 from ...catalog import scan
-from ...config import Compression, LogLevel, Settings
+from ...config import Compression, LogLevel, Settings, settings_from
 from ...demo.cluster import TempCluster
 from ...demo.compare import differences, fingerprints
 from ...errors import EXIT_FAILURE
@@ -34,7 +34,7 @@ def demo_settings(cluster: TempCluster, backup_dir: Path, compression: Compressi
     values = {**cluster.env(), "POSTGRES_DB": DB, "BACKUP_DIR": str(backup_dir), "COMPRESSION": compression.value,
               "S3_ENABLED": "false", "MINIO_ENABLED": "false", "ENCRYPT_ENABLED": "false",
               "WEBHOOK_ENABLED": "false", "LOG_LEVEL": "INFO", "POSTGRES_CONTAINER": ""}
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return settings_from(values)
 
 
 @app.command()
