@@ -1,0 +1,241 @@
+"""Prometheus metrics in text format, for node_exporter's textfile collector.
+
+After every run the tool rewrites ``METRICS_FILE`` (it should end in ``.prom``). The file
+describes the latest known state of every database, not only of this run: the previous
+file is read back first, and values this run did not refresh are carried forward. So a
+failed run never erases the last success timestamp of a database, and a backup run keeps
+the drill gauges of the last drill (and the other way round).
+
+Per database the rules are:
+
+- ``last_success_timestamp_seconds``, ``raw_bytes``, ``stored_bytes``: the newest
+  *successful* backup; a failed attempt leaves them as they were.
+- ``duration_seconds`` and ``result{destination}``: the newest attempt. A destination the
+  database had before that a failed attempt did not reach is reported as 0; after a
+  successful attempt, destinations not mentioned any more (disabled) are dropped.
+- ``drill_*``: the newest drill, pass or fail; ``drill_restore_seconds`` stays at the last
+  measured restore time when a drill failed before measuring one.
+
+Databases that disappear from the configuration keep their series until the file is
+deleted. The file is written atomically: a hidden temp file in the same folder (never
+matching ``*.prom``), fsynced, then renamed over the old file, so a reader sees the old
+file or the new one, never a partial one. Concurrent writers are excluded by the run lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from .errors import SentinelError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "sentinel_backup_"
+FILE_MODE = 0o644  # node_exporter usually runs as another user; the file holds no secret
+
+# metric name (without PREFIX) -> (help text, label names). The order here is the file's order.
+METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "last_run_timestamp_seconds": ("Unix time the last backup run finished.", ()),
+    "last_run_success": ("1 if the last backup run succeeded completely, else 0.", ()),
+    "last_success_timestamp_seconds": ("Unix time the newest successful backup of the database finished.",
+                                       ("database",)),
+    "duration_seconds": ("Seconds the newest backup attempt of the database took.", ("database",)),
+    "raw_bytes": ("Uncompressed dump size of the newest successful backup.", ("database",)),
+    "stored_bytes": ("Stored (compressed, encrypted) size of the newest successful backup.", ("database",)),
+    "result": ("1 if the newest backup attempt reached the destination, else 0.", ("database", "destination")),
+    "drill_success": ("1 if the newest restore drill of the database passed, else 0.", ("database",)),
+    "drill_restore_seconds": ("Seconds the last measured drill restore took.", ("database",)),
+    "drill_last_timestamp_seconds": ("Unix time the newest restore drill finished.", ("database",)),
+}
+
+Labels = tuple[str, ...]
+State = dict[str, dict[Labels, float]]
+
+
+@dataclass(frozen=True)
+class DatabaseResult:
+    """One database's backup attempt in this run."""
+
+    database: str
+    ok: bool
+    started: datetime
+    finished: datetime
+    raw_bytes: int | None = None
+    stored_bytes: int | None = None
+    destinations: Mapping[str, bool] = field(default_factory=dict)  # destination name -> stored and validated
+
+    @property
+    def duration_seconds(self) -> float:
+        return max(0.0, (self.finished - self.started).total_seconds())
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    """One restore drill. ``restore_seconds`` is None when the drill failed before restoring."""
+
+    database: str
+    ok: bool
+    finished: datetime
+    restore_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """What one invocation has to report.
+
+    ``finished`` is when the backup run ended and ``ok`` whether it succeeded completely.
+    Use ``finished=None`` for an invocation that was not a backup run (e.g. a drill alone):
+    the ``last_run_*`` gauges are then carried forward unchanged.
+    """
+
+    finished: datetime | None
+    ok: bool
+    databases: Sequence[DatabaseResult] = ()
+    drills: Sequence[DrillResult] = ()
+
+
+def write_metrics(path: Path, results: RunMetrics) -> None:
+    """Merge ``results`` into the metrics file at ``path`` and rewrite it atomically.
+
+    Raises SentinelError when the file cannot be written; callers treat that as a warning
+    (metrics never decide a backup's outcome).
+    """
+    state = merge(read_state(path), results)
+    write_atomically(path, render(state))
+
+
+def merge(previous: State, results: RunMetrics) -> State:
+    """The new state: ``previous`` with everything ``results`` says applied (pure)."""
+    state: State = {name: dict(previous.get(name, {})) for name in METRICS}
+    if results.finished is not None:
+        state["last_run_timestamp_seconds"][()] = results.finished.timestamp()
+        state["last_run_success"][()] = 1.0 if results.ok else 0.0
+    for db in results.databases:
+        _merge_database(state, db)
+    for drill in results.drills:
+        key = (drill.database,)
+        state["drill_success"][key] = 1.0 if drill.ok else 0.0
+        state["drill_last_timestamp_seconds"][key] = drill.finished.timestamp()
+        if drill.restore_seconds is not None:
+            state["drill_restore_seconds"][key] = drill.restore_seconds
+    return state
+
+
+def _merge_database(state: State, db: DatabaseResult) -> None:
+    key = (db.database,)
+    state["duration_seconds"][key] = db.duration_seconds
+    results = state["result"]
+    known = {labels[1] for labels in results if labels[0] == db.database}
+    for destination in known - set(db.destinations):
+        if db.ok:
+            del results[(db.database, destination)]  # no longer configured
+        else:
+            results[(db.database, destination)] = 0.0  # the failed attempt never reached it
+    for destination, reached in db.destinations.items():
+        results[(db.database, destination)] = 1.0 if reached else 0.0
+    if db.ok:
+        state["last_success_timestamp_seconds"][key] = db.finished.timestamp()
+        if db.raw_bytes is not None:
+            state["raw_bytes"][key] = float(db.raw_bytes)
+        if db.stored_bytes is not None:
+            state["stored_bytes"][key] = float(db.stored_bytes)
+
+
+def read_state(path: Path) -> State:
+    """The values of a metrics file written before; empty when missing or unreadable.
+
+    A damaged file is logged and ignored rather than failing the run: it is rebuilt from
+    this run's values (losing only what it alone knew).
+    """
+    state: State = {name: {} for name in METRICS}
+    try:
+        text = path.read_bytes().decode("utf-8")  # not read_text: it would turn a \r in a label into \n
+    except FileNotFoundError:
+        return state
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read the previous metrics file %s (%s); starting afresh", path, exc)
+        return state
+    try:
+        for family in text_string_to_metric_families(text):
+            _read_family(state, family)
+    except (ValueError, TypeError, IndexError) as exc:
+        log.warning("cannot parse the previous metrics file %s (%s); starting afresh", path, exc)
+        return {name: {} for name in METRICS}
+    return state
+
+
+def _read_family(state: State, family: Metric) -> None:
+    name = family.name.removeprefix(PREFIX)
+    if not family.name.startswith(PREFIX) or name not in METRICS:
+        return  # not ours, or from another version: dropped
+    label_names = METRICS[name][1]
+    for sample in family.samples:
+        if sample.name == family.name and set(sample.labels) == set(label_names):
+            state[name][tuple(sample.labels[label] for label in label_names)] = float(sample.value)
+
+
+class _StateCollector(Collector):
+    """Yields one gauge family per metric that has at least one sample."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (help_text, label_names) in METRICS.items():
+            samples = self.state.get(name, {})
+            if not samples:
+                continue
+            family = GaugeMetricFamily(PREFIX + name, help_text, labels=list(label_names))
+            for labels in sorted(samples):
+                family.add_metric(list(labels), samples[labels])
+            yield family
+
+
+def render(state: State) -> bytes:
+    """Prometheus text exposition format of ``state``, via a private registry."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_StateCollector(state))
+    return generate_latest(registry)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a hidden temp file beside ``path``, fsync it, rename it over ``path``.
+
+    The temp file lives in the same folder so the rename stays on one filesystem (atomic),
+    and its name (``.<name>.<random>.tmp``) never matches the collector's ``*.prom``.
+    """
+    try:
+        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, FILE_MODE)
+        os.replace(temp, path)
+    except BaseException as exc:  # also on KeyboardInterrupt: never leave the temp file behind
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from None
+        raise
+
+
+def _write_error(path: Path, exc: OSError) -> SentinelError:
+    return SentinelError(f"cannot write METRICS_FILE {path}: {exc.strerror or exc}",
+                         f"check that {path.parent} exists and is writable, or fix METRICS_FILE")

@@ -1,0 +1,221 @@
+"""metrics: the written file parses back, carries state forward, and is replaced atomically."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from sentinel_backup import metrics
+from sentinel_backup.errors import SentinelError
+from sentinel_backup.metrics import DatabaseResult, DrillResult, RunMetrics, write_metrics
+
+T0 = datetime(2024, 5, 1, 3, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def parse(path: Path) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """metric name -> {sorted label pairs -> value}, read with the Prometheus parser."""
+    values: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(path.read_bytes().decode()):
+        assert family.type == "gauge"
+        for sample in family.samples:
+            values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return values
+
+
+def db_value(values: dict[str, dict[tuple[tuple[str, str], ...], float]], name: str, database: str,
+             **labels: str) -> float:
+    return values["sentinel_backup_" + name][tuple(sorted({"database": database, **labels}.items()))]
+
+
+def ok_result(database: str, start: datetime, *, raw: int = 1000, stored: int = 300) -> DatabaseResult:
+    return DatabaseResult(database, True, start, start + timedelta(seconds=42), raw, stored,
+                          {"local": True, "s3": True})
+
+
+def test_successful_run_writes_every_gauge(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    run = RunMetrics(T0 + timedelta(minutes=1), True, [ok_result("shop", T0)],
+                     [DrillResult("shop", True, T0 + timedelta(minutes=5), 12.5)])
+    write_metrics(path, run)
+
+    values = parse(path)
+    assert values["sentinel_backup_last_run_timestamp_seconds"][()] == (T0 + timedelta(minutes=1)).timestamp()
+    assert values["sentinel_backup_last_run_success"][()] == 1.0
+    assert db_value(values, "last_success_timestamp_seconds", "shop") == (T0 + timedelta(seconds=42)).timestamp()
+    assert db_value(values, "duration_seconds", "shop") == 42.0
+    assert db_value(values, "raw_bytes", "shop") == 1000
+    assert db_value(values, "stored_bytes", "shop") == 300
+    assert db_value(values, "result", "shop", destination="local") == 1.0
+    assert db_value(values, "result", "shop", destination="s3") == 1.0
+    assert db_value(values, "drill_success", "shop") == 1.0
+    assert db_value(values, "drill_restore_seconds", "shop") == 12.5
+    assert db_value(values, "drill_last_timestamp_seconds", "shop") == (T0 + timedelta(minutes=5)).timestamp()
+    assert all(name.startswith("sentinel_backup_") for name in values)
+
+
+def test_failed_run_keeps_last_success_and_sizes(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    write_metrics(path, RunMetrics(T0, True, [ok_result("shop", T0)], [DrillResult("shop", True, T0, 9.0)]))
+    failed = DatabaseResult("shop", False, T0 + DAY, T0 + DAY + timedelta(seconds=7), 5, 1,
+                            {"local": True, "s3": False})
+    write_metrics(path, RunMetrics(T0 + DAY, False, [failed]))
+
+    values = parse(path)
+    assert values["sentinel_backup_last_run_success"][()] == 0.0
+    assert values["sentinel_backup_last_run_timestamp_seconds"][()] == (T0 + DAY).timestamp()
+    assert db_value(values, "last_success_timestamp_seconds", "shop") == (T0 + timedelta(seconds=42)).timestamp()
+    assert db_value(values, "raw_bytes", "shop") == 1000  # of the last good backup, not the failed one
+    assert db_value(values, "stored_bytes", "shop") == 300
+    assert db_value(values, "duration_seconds", "shop") == 7.0  # the newest attempt
+    assert db_value(values, "result", "shop", destination="local") == 1.0
+    assert db_value(values, "result", "shop", destination="s3") == 0.0
+    assert db_value(values, "drill_success", "shop") == 1.0  # no drill this run: carried forward
+    assert db_value(values, "drill_restore_seconds", "shop") == 9.0
+
+
+def test_failure_before_any_destination_reports_known_destinations_as_failed(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    write_metrics(path, RunMetrics(T0, True, [ok_result("shop", T0)]))
+    write_metrics(path, RunMetrics(T0 + DAY, False, [DatabaseResult("shop", False, T0 + DAY, T0 + DAY)]))
+
+    values = parse(path)
+    assert db_value(values, "result", "shop", destination="local") == 0.0
+    assert db_value(values, "result", "shop", destination="s3") == 0.0
+
+
+def test_success_drops_a_destination_no_longer_used(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    write_metrics(path, RunMetrics(T0, True, [ok_result("shop", T0)]))
+    local_only = DatabaseResult("shop", True, T0 + DAY, T0 + DAY, 1, 1, {"local": True})
+    write_metrics(path, RunMetrics(T0 + DAY, True, [local_only]))
+
+    results = parse(path)["sentinel_backup_result"]
+    assert list(results) == [(("database", "shop"), ("destination", "local"))]
+
+
+def test_databases_not_in_this_run_are_carried_forward(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    write_metrics(path, RunMetrics(T0, True, [ok_result("shop", T0), ok_result("crm", T0, raw=77)]))
+    write_metrics(path, RunMetrics(T0 + DAY, True, [ok_result("shop", T0 + DAY)]))
+
+    values = parse(path)
+    assert db_value(values, "last_success_timestamp_seconds", "crm") == (T0 + timedelta(seconds=42)).timestamp()
+    assert db_value(values, "raw_bytes", "crm") == 77
+    assert db_value(values, "last_success_timestamp_seconds", "shop") == (T0 + DAY + timedelta(seconds=42)).timestamp()
+
+
+def test_drill_only_run_keeps_run_gauges_and_failed_drill_keeps_restore_time(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    write_metrics(path, RunMetrics(T0, True, [ok_result("shop", T0)], [DrillResult("shop", True, T0, 30.0)]))
+    write_metrics(path, RunMetrics(None, False, drills=[DrillResult("shop", False, T0 + DAY)]))
+
+    values = parse(path)
+    assert values["sentinel_backup_last_run_success"][()] == 1.0
+    assert values["sentinel_backup_last_run_timestamp_seconds"][()] == T0.timestamp()
+    assert db_value(values, "drill_success", "shop") == 0.0
+    assert db_value(values, "drill_last_timestamp_seconds", "shop") == (T0 + DAY).timestamp()
+    assert db_value(values, "drill_restore_seconds", "shop") == 30.0
+
+
+def test_first_drill_only_run_writes_no_run_gauges(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    write_metrics(path, RunMetrics(None, True, drills=[DrillResult("shop", True, T0, 1.5)]))
+
+    values = parse(path)
+    assert "sentinel_backup_last_run_success" not in values
+    assert "sentinel_backup_last_run_timestamp_seconds" not in values
+    assert db_value(values, "drill_success", "shop") == 1.0
+
+
+def test_damaged_previous_file_is_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "sentinel.prom"
+    path.write_text('sentinel_backup_raw_bytes{database="shop" 12\n')
+    write_metrics(path, RunMetrics(T0, True, [ok_result("crm", T0)]))
+
+    values = parse(path)
+    assert db_value(values, "raw_bytes", "crm") == 1000
+    assert ("database", "shop") not in {k[0] for k in values["sentinel_backup_raw_bytes"]}
+    assert "cannot parse the previous metrics file" in caplog.text
+
+
+def test_foreign_metrics_in_previous_file_are_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    path.write_text("# TYPE other_metric gauge\nother_metric 5\n"
+                    "# TYPE sentinel_backup_retired gauge\nsentinel_backup_retired 1\n")
+    write_metrics(path, RunMetrics(T0, True))
+    assert set(parse(path)) == {"sentinel_backup_last_run_timestamp_seconds", "sentinel_backup_last_run_success"}
+
+
+def test_write_goes_through_a_temp_file_in_the_same_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "sentinel.prom"
+    path.write_text("# TYPE sentinel_backup_last_run_success gauge\nsentinel_backup_last_run_success 1\n")
+    old_text = path.read_text()
+    renames: list[tuple[Path, Path, str, str]] = []
+    real_replace = os.replace
+
+    def spy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        # at the moment of the rename: the final name still holds the complete old file,
+        # and the temp file already holds the complete new one
+        renames.append((Path(src), Path(dst), Path(dst).read_text(), Path(src).read_text()))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(metrics.os, "replace", spy)
+    write_metrics(path, RunMetrics(T0, False))
+
+    [(src, dst, before, staged)] = renames
+    assert dst == path
+    assert src.parent == path.parent
+    assert src.name.startswith(".") and not src.name.endswith(".prom")  # invisible to the textfile collector
+    assert before == old_text
+    assert staged == path.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sentinel.prom"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "sentinel.prom"
+    write_metrics(path, RunMetrics(T0, True))
+    old_text = path.read_text()
+
+    def broken(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metrics.os, "replace", broken)
+    with pytest.raises(SentinelError, match="cannot write METRICS_FILE") as info:
+        write_metrics(path, RunMetrics(T0 + DAY, False))
+    assert info.value.hint
+    assert path.read_text() == old_text
+    assert [p.name for p in tmp_path.iterdir()] == ["sentinel.prom"]
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SentinelError, match="METRICS_FILE") as info:
+        write_metrics(tmp_path / "nope" / "sentinel.prom", RunMetrics(T0, True))
+    assert info.value.hint is not None and "nope" in info.value.hint
+
+
+database_names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=database_names, raw=st.integers(0, 2**53), seconds=st.floats(0, 1e6, allow_nan=False))
+def test_any_database_name_and_value_round_trip(tmp_path_factory: pytest.TempPathFactory, name: str, raw: int,
+                                                seconds: float) -> None:
+    path = tmp_path_factory.mktemp("m") / "sentinel.prom"
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    result = DatabaseResult(name, True, start, start + timedelta(seconds=seconds), raw, raw, {"local": True})
+    write_metrics(path, RunMetrics(start, True, [result]))
+    write_metrics(path, RunMetrics(start + DAY, False, [DatabaseResult(name, False, start, start)]))
+
+    values = parse(path)
+    assert db_value(values, "raw_bytes", name) == raw
+    assert db_value(values, "last_success_timestamp_seconds", name) == (start + timedelta(seconds=seconds)).timestamp()
+    assert db_value(values, "result", name, destination="local") == 0.0
