@@ -150,7 +150,7 @@ class BackupRun:
             argv = self.source.command("pg_dumpall", "--globals-only")
             fanout, raw, stored = self._dump(name, argv, outcome.kind)
         else:
-            with self.source.snapshot(outcome.database) as snap:
+            with self.source.snapshot(outcome.database, hashes=s.manifest_table_hashes) as snap:
                 custom = s.backup_format is BackupFormat.CUSTOM
                 fmt = ["-F", "c", *custom_compression_args(s)] if custom else ["-F", "p"]
                 args = ["--snapshot", snap.id, *fmt, *self.extra_args, "-d", conninfo(outcome.database)]
@@ -214,6 +214,7 @@ class BackupRun:
             encryption=EncryptionInfo(method=self.cipher.method, key_id=self.cipher.key_id) if self.cipher else None,
             raw_size_bytes=raw.size, raw_sha256=raw.sha256, size_bytes=stored.size, sha256=stored.sha256,
             snapshot=snap.id if snap else None, tables=snap.tables if snap else None,
+            table_hashes=snap.hashes if snap else None,
         )
 
     def _compression_info(self, kind: str) -> CompressionInfo:

@@ -1,40 +1,64 @@
-"""Health checks: uniform results (name, ok, detail) for humans, JSON and monitors."""
+"""Health checks: uniform results (name, status, detail) for humans, JSON and monitors.
+
+Statuses map to exit codes a monitor can use: ok 0, critical 1, warning 4 (2 stays the
+code of a configuration error, as everywhere).
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .config import Settings
+from .catalog import Catalog, scan
+from .config import Settings, VerifyMode, parse_duration
+from .drill import read_record
 from .errors import SentinelError
+from .jobs import read_last_run
 from .source import Source
 from .storage.base import Storage
 from .storage.registry import build_destinations
 from .streams.crypto import cipher_from_settings
 
+OK, WARNING, CRITICAL = "ok", "warning", "critical"
+EXIT_WARNING = 4
+_RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
+
 
 @dataclass
 class CheckResult:
     name: str
-    ok: bool
+    status: str
     detail: str
     hint: str | None = None
 
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail, "hint": self.hint}
+        return {"name": self.name, "status": self.status, "ok": self.ok, "detail": self.detail, "hint": self.hint}
+
+
+def overall_exit(results: list[CheckResult]) -> int:
+    worst = max((_RANK[r.status] for r in results), default=0)
+    return {0: 0, 1: EXIT_WARNING, 2: 1}[worst]
 
 
 def _attempt(name: str, action: Callable[[], str]) -> CheckResult:
     try:
-        return CheckResult(name, True, action())
+        return CheckResult(name, OK, action())
     except SentinelError as exc:
-        return CheckResult(name, False, exc.message, exc.hint)
+        return CheckResult(name, CRITICAL, exc.message, exc.hint)
 
 
 def probe_destination(storage: Storage) -> str:
     """Write, read back and delete a small object."""
+    prepare = getattr(storage, "prepare", None)
+    if callable(prepare):
+        prepare()
     key = "sentinel-backup-check-probe"
     payload = b"sentinel-backup check\n"
     storage.put_bytes(key, payload)
@@ -46,13 +70,81 @@ def probe_destination(storage: Storage) -> str:
     return f"write/read/delete ok at {storage.describe()}"
 
 
-def run_checks(settings: Settings) -> list[CheckResult]:
+def age_text(age: timedelta) -> str:
+    hours = age.total_seconds() / 3600
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
+
+
+def backup_checks(settings: Settings, catalog: Catalog, databases: list[str], now: datetime) -> list[CheckResult]:
+    """Age of the newest good backup of each database against MAX_BACKUP_AGE."""
+    limit = parse_duration(settings.max_backup_age)
+    results = []
+    for database in databases:
+        newest = next((e for e in catalog.entries if e.manifest.database == database and e.manifest.kind == "database"),
+                      None)
+        name = f"backup {database}"
+        if newest is None:
+            results.append(CheckResult(name, CRITICAL, "no backup found", "run sentinel-backup backup"))
+            continue
+        age = now - newest.manifest.created_at
+        status = OK if age <= limit else CRITICAL
+        where = ",".join(sorted(newest.locations))
+        detail = f"newest {newest.id} is {age_text(age)} old (MAX_BACKUP_AGE {settings.max_backup_age}) on {where}"
+        hint = None if status == OK else "backups have stopped: check the scheduler / cron and the logs"
+        results.append(CheckResult(name, status, detail, hint))
+    return results
+
+
+def drill_checks(settings: Settings, catalog: Catalog, destinations: list[Storage]) -> list[CheckResult]:
+    """The newest drill record of each database's newest backup."""
+    expected = settings.verify_after_backup is VerifyMode.RESTORE or bool(settings.drill_schedule)
+    by_name = {d.name: d for d in destinations}
+    newest: dict[str, Any] = {}
+    for entry in catalog.entries:
+        if entry.manifest.kind == "database":
+            newest.setdefault(entry.manifest.database, entry)
+    results = []
+    for database, entry in newest.items():
+        record = None
+        for dest_name, key in entry.locations.items():
+            record = read_record(by_name[dest_name], key) if dest_name in by_name else None
+            if record:
+                break
+        name = f"drill {database}"
+        if record is None:
+            status = WARNING if expected else OK
+            results.append(CheckResult(name, status, f"{entry.id} has not been drilled",
+                                       "run: sentinel-backup verify latest --restore"))
+        elif record.get("passed"):
+            results.append(CheckResult(name, OK, f"{entry.id} restored in {record.get('restore_seconds')} s, "
+                                       f"{record.get('tables_checked')} tables match"))
+        else:
+            results.append(CheckResult(name, CRITICAL, f"drill of {entry.id} FAILED: "
+                                       f"{record.get('error') or record.get('differences')}",
+                                       "this backup does not restore as recorded: investigate before you need it"))
+    return results
+
+
+def last_run_check(settings: Settings) -> CheckResult:
+    record = read_last_run(settings)
+    if record is None:
+        return CheckResult("last run", WARNING, "no backup run recorded in BACKUP_DIR")
+    status = {"ok": OK, "partial": WARNING}.get(str(record.get("status")), CRITICAL)
+    failed = {db: v.get("error") or v.get("failed_destinations") for db, v in record.get("databases", {}).items()
+              if not v.get("ok") or v.get("failed_destinations")}
+    detail = f"{record.get('status')} at {record.get('finished_at')}" + (f": {failed}" if failed else "")
+    return CheckResult("last run", status, detail)
+
+
+def run_checks(settings: Settings, *, now: datetime | None = None) -> list[CheckResult]:
+    now = now or datetime.now(UTC)
     source = Source(settings)
-    results = [CheckResult("configuration", True, "settings are valid")]
+    results = [CheckResult("configuration", OK, "settings are valid")]
+    databases: list[str] = [] if settings.all_databases else settings.databases
 
     def server() -> str:
         version = source.query_json("SELECT to_json(current_setting('server_version'))")
-        databases = source.resolve_databases()
+        databases[:] = source.resolve_databases()
         return f"PostgreSQL {version}; databases: {', '.join(databases)}"
 
     results.append(_attempt("source", server))
@@ -66,14 +158,15 @@ def run_checks(settings: Settings) -> list[CheckResult]:
     try:
         destinations = build_destinations(settings)
     except SentinelError as exc:
-        return [*results, CheckResult("destinations", False, exc.message, exc.hint)]
+        return [*results, CheckResult("destinations", CRITICAL, exc.message, exc.hint)]
+    reachable = []
     for storage in destinations:
-        results.append(_attempt(f"destination {storage.name}", functools.partial(_prepare_and_probe, storage)))
+        result = _attempt(f"destination {storage.name}", functools.partial(probe_destination, storage))
+        results.append(result)
+        if result.ok:
+            reachable.append(storage)
+    catalog = scan(reachable, strict=False)
+    results += backup_checks(settings, catalog, databases, now)
+    results.append(last_run_check(settings))
+    results += drill_checks(settings, catalog, reachable)
     return results
-
-
-def _prepare_and_probe(storage: Storage) -> str:
-    prepare = getattr(storage, "prepare", None)
-    if callable(prepare):
-        prepare()
-    return probe_destination(storage)

@@ -8,10 +8,13 @@ tested against this schema, so a variable added here must be documented there.
 from __future__ import annotations
 
 import os
+import re
 import stat
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -209,6 +212,36 @@ class Settings(BaseSettings):
     healthcheck_url: str | None = Field(None, repr=False, validation_alias=_env("HEALTHCHECK_URL"))
     """Dead-man's-switch ping URL (healthchecks.io style: /start, success, /fail)."""
 
+    # --- drills, health, metrics, schedule ---------------------------------------
+    drill_host: str | None = Field(None, validation_alias=_env("DRILL_HOST"))
+    """Restore drills on this server instead of the source server (scratch databases only)."""
+    drill_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("DRILL_PORT"))
+    """Port of the drill server."""
+    drill_user: str | None = Field(None, validation_alias=_env("DRILL_USER"))
+    """Role on the drill server (needs CREATEDB). Default: POSTGRES_USER."""
+    drill_password: str | None = Field(None, repr=False, validation_alias=_env("DRILL_PASSWORD"))
+    """Password on the drill server (prefer DRILL_PASSWORD_FILE or ~/.pgpass)."""
+    drill_password_file: Path | None = Field(None, validation_alias=_env("DRILL_PASSWORD_FILE"))
+    """File whose first line is the drill server's password."""
+    drill_container: str | None = Field(None, validation_alias=_env("DRILL_CONTAINER"))
+    """Run drill client tools in this container instead of POSTGRES_CONTAINER."""
+    drill_sql_file: Path | None = Field(None, validation_alias=_env("DRILL_SQL_FILE"))
+    """SQL checks for drills: one query per statement (separated by `;`), each must return true."""
+    manifest_table_hashes: bool = Field(False, validation_alias=_env("MANIFEST_TABLE_HASHES"))
+    """Record a content hash per table at dump time; drills then compare content, not only row counts."""
+    max_backup_age: str = Field("26h", validation_alias=_env("MAX_BACKUP_AGE"))
+    """`check` is critical when the newest good backup of a database is older than this (e.g. 26h, 7d)."""
+    metrics_file: Path | None = Field(None, validation_alias=_env("METRICS_FILE"))
+    """Write Prometheus metrics here after every run (node_exporter textfile collector, *.prom)."""
+    backup_schedule: str = Field("0 3 * * *", validation_alias=_env("BACKUP_SCHEDULE"))
+    """Cron expression for `schedule`: when to run backup (then retention)."""
+    prune_schedule: str | None = Field(None, validation_alias=_env("PRUNE_SCHEDULE"))
+    """Cron expression for an extra retention run (default: only after each backup)."""
+    drill_schedule: str | None = Field(None, validation_alias=_env("DRILL_SCHEDULE"))
+    """Cron expression for restore drills of the newest backup of each database."""
+    schedule_timezone: str = Field("UTC", validation_alias=_env("SCHEDULE_TIMEZONE"))
+    """Time zone of the cron expressions."""
+
     # --- logging ----------------------------------------------------------------
     log_level: LogLevel = Field(LogLevel.INFO, validation_alias=_env("LOG_LEVEL"))
     """DEBUG, INFO, WARN or ERROR."""
@@ -234,7 +267,8 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("postgres_container", "postgres_host", "postgres_password", "s3_bucket",
+    @field_validator("postgres_container", "postgres_host", "postgres_password", "s3_bucket", "drill_host",
+                     "drill_user", "drill_password", "drill_container", "prune_schedule", "drill_schedule",
                      "s3_storage_class", "s3_region", "s3_endpoint_url", "minio_endpoint",
                      "minio_bucket", "age_recipients", "webhook_url", "healthcheck_url",
                      mode="before")
@@ -250,11 +284,27 @@ class Settings(BaseSettings):
                      "minio_object_lock_days", "s3_retention_days", "minio_retention_days",
                      "retention_days", "retention_keep_last", "retention_keep_daily",
                      "retention_keep_weekly", "retention_keep_monthly", "retention_keep_yearly",
-                     "globals_enabled", mode="before")
+                     "globals_enabled", "drill_port", "drill_password_file", "drill_sql_file", "metrics_file",
+                     mode="before")
     @classmethod
     def _empty_optional(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("max_backup_age")
+    @classmethod
+    def _age(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("retention_timezone", "schedule_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not a known time zone (use a name like UTC or Europe/Paris)") from None
         return value
 
     @field_validator("postgres_db")
@@ -302,6 +352,17 @@ class Settings(BaseSettings):
         if self.compression_level is not None:
             return self.compression_level
         return {Compression.GZIP: 6, Compression.ZSTD: 3, Compression.NONE: 0}[self.compression]
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90m`, `26h`, `7d`, `2w` (or plain seconds) as a timedelta."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", text.lower())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError("must be a positive duration like 26h, 90m or 7d")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2) or "s"])
 
 
 def read_secret_file(path: Path, variable: str, *, private: bool = False) -> str:

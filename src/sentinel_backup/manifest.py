@@ -64,6 +64,7 @@ class Manifest(BaseModel):
     sha256: str
     snapshot: str | None = None
     tables: dict[str, int] | None = None
+    table_hashes: dict[str, str] | None = None  # MANIFEST_TABLE_HASHES: "rows:md5" per table
 
     @property
     def manifest_key(self) -> str:

@@ -16,9 +16,10 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from . import log
 from .catalog import Entry
@@ -33,6 +34,7 @@ from .streams.digest import Digest
 from .verify import decode_chain, reading_cipher
 
 logger = log.get("restore")
+V = TypeVar("V")
 Progress = Callable[[int], None]
 SCRATCH_SUFFIX = "__sentinel_restore"
 
@@ -59,8 +61,8 @@ class RestoreResult:
         return None if self.expected is None else not self.differences
 
 
-def compare_counts(expected: dict[str, int] | None, actual: dict[str, int]) -> dict[str, tuple[int | None, int | None]]:
-    """Tables whose row counts differ: name -> (manifest, restored). Missing tables count."""
+def compare_counts(expected: Mapping[str, V] | None, actual: Mapping[str, V]) -> dict[str, tuple[V | None, V | None]]:
+    """Tables whose row counts (or hashes) differ: name -> (manifest, restored). Missing tables count."""
     if expected is None:
         return {}
     names = set(expected) | set(actual)

@@ -39,6 +39,25 @@ SELECT coalesce(json_object_agg(name, n ORDER BY name), '{}'::json) FROM (
 ) t
 """
 
+# Stable text forms for content hashes, whatever the server's or drill server's defaults.
+STABLE_SETTINGS = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres';"
+                   " SET extra_float_digits = 3; SET bytea_output = 'hex'")
+
+# "rows:md5" per table, independent of row order (a hash of the sorted row hashes).
+TABLE_HASHES_SQL = r"""
+SELECT coalesce(json_object_agg(name, fingerprint ORDER BY name), '{}'::json) FROM (
+  SELECT format('%I.%I', ns.nspname, c.relname) AS name,
+         (xpath('/row/f/text()', query_to_xml(format(
+            'SELECT count(*) || '':'' || coalesce(md5(string_agg(md5(t::text), '''' ORDER BY md5(t::text))), '''')'
+            ' AS f FROM %I.%I t', ns.nspname, c.relname), false, true, '')))[1]::text AS fingerprint
+  FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'm')
+    AND ns.nspname NOT IN ('pg_catalog', 'information_schema') AND ns.nspname NOT LIKE 'pg\_%'
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                    AND d.deptype = 'e')
+) t
+"""
+
 DATABASES_SQL = ("SELECT coalesce(json_agg(datname ORDER BY datname), '[]'::json) FROM pg_database"
                  " WHERE datallowconn AND NOT datistemplate")
 
@@ -130,6 +149,12 @@ class Source:
         text = self.run("psql", *PSQL_FLAGS, "-d", conninfo(database), "-c", sql)
         return json.loads(text)
 
+    def table_hashes(self, database: str) -> dict[str, str]:
+        """Content fingerprint per table (rows and an order-independent hash)."""
+        result = self.query_json(f"{STABLE_SETTINGS}; {TABLE_HASHES_SQL}", database)
+        assert isinstance(result, dict)
+        return {str(k): str(v) for k, v in result.items()}
+
     def list_databases(self) -> list[str]:
         names = self.query_json(DATABASES_SQL)
         assert isinstance(names, list)
@@ -142,7 +167,7 @@ class Source:
         return self.settings.databases
 
     @contextlib.contextmanager
-    def snapshot(self, database: str) -> Iterator[Snapshot]:
+    def snapshot(self, database: str, *, hashes: bool = False) -> Iterator[Snapshot]:
         """Open a REPEATABLE READ transaction, export its snapshot and read row counts in it.
 
         The transaction stays open while the caller runs ``pg_dump --snapshot``.
@@ -153,7 +178,11 @@ class Source:
             snapshot_id = session.query("SELECT pg_export_snapshot()")
             version = session.query("SHOW server_version")
             counts = json.loads(session.query(ROW_COUNTS_SQL.replace("\n", " ")))
-            yield Snapshot(snapshot_id, version, {str(k): int(v) for k, v in counts.items()})
+            table_hashes = None
+            if hashes:
+                session.query(STABLE_SETTINGS)
+                table_hashes = {str(k): str(v) for k, v in json.loads(session.query(TABLE_HASHES_SQL)).items()}
+            yield Snapshot(snapshot_id, version, {str(k): int(v) for k, v in counts.items()}, table_hashes)
         finally:
             session.close()
 
@@ -166,6 +195,7 @@ class Snapshot:
     id: str
     server_version: str
     tables: dict[str, int]
+    hashes: dict[str, str] | None = None
 
 
 class PsqlSession:

@@ -18,7 +18,7 @@ def test_standard_tools_check_the_artifact(pg: TempCluster, new_db: str, base_en
     env = {**base_env, "POSTGRES_DB": new_db, "COMPRESSION": compression}
     assert cli(env, "backup").code == 0
     folder = Path(env["BACKUP_DIR"])
-    artifact = next(folder.glob("sentinel_backup_*.sql.*[!n]"))
+    artifact = next(folder.glob("sentinel_backup_*.sql." + {"gzip": "gz", "zstd": "zst"}[compression]))
     assert subprocess.run([*tester, artifact.name], cwd=folder).returncode == 0
     check = subprocess.run(["sha256sum", "-c", f"{artifact.name}.sha256"], cwd=folder, capture_output=True,
                            text=True)

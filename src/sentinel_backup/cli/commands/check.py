@@ -1,4 +1,4 @@
-"""`sentinel-backup check`: configuration and connectivity, no backup taken."""
+"""`sentinel-backup check`: the monitoring entry point (Nagios-style exit codes)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ...checks import run_checks
-from ...errors import EXIT_FAILURE
+from ...checks import overall_exit, run_checks
 from ..app import app, emit, state
 
 
@@ -17,12 +16,17 @@ def check(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> int:
-    """Check the configuration, the server and every destination."""
+    """Check configuration, the server, every destination, backup age, last run and drills.
+
+    Exit 0 when all is well, 4 on a warning, 1 on anything critical.
+    """
     settings = state(ctx).settings()
     results = run_checks(settings)
+    code = overall_exit(results)
     if as_json:
-        emit(json.dumps([r.to_json() for r in results], indent=2))
+        emit(json.dumps({"status": {0: "ok", 4: "warning"}.get(code, "critical"),
+                         "checks": [r.to_json() for r in results]}, indent=2))
     else:
         for r in results:
-            emit(f"{'OK ' if r.ok else 'FAIL'} {r.name:<22} {r.detail}")
-    return 0 if all(r.ok for r in results) else EXIT_FAILURE
+            emit(f"{r.status.upper():<9} {r.name:<24} {r.detail}" + (f"  (hint: {r.hint})" if r.hint else ""))
+    return code

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
 
 from ... import log
-from ...catalog import scan
+from ...catalog import Entry, scan
+from ...config import Settings
+from ...drill import Drill
 from ...errors import EXIT_FAILURE, NotFound
+from ...jobs import metrics_for, publish_metrics
+from ...lock import run_lock
+from ...notify import EventKind, Notifier, RunEvent
+from ...restore import pick_copy
+from ...storage.base import Storage
 from ...storage.registry import build_destinations
 from ...verify import verify_copy
 from ..app import app, emit, progress_bar, state
@@ -23,11 +31,15 @@ def verify(
     database: Annotated[str | None, typer.Option("--database", help="With `latest`: of this database.")] = None,
     destination: Annotated[str | None, typer.Option("--destination", help="Only the copy on this destination.")]
     = None,
+    restore: Annotated[bool, typer.Option("--restore", help="Also run a restore drill into a scratch database.")]
+    = False,
 ) -> int:
-    """Check SHA-256, size and full decompression of a backup's copies."""
+    """Check SHA-256, size and full decompression of a backup's copies (and with --restore, a drill)."""
     settings = state(ctx).settings()
     destinations = build_destinations(settings)
     entry = scan(destinations).find(backup_id, database)
+    if restore:
+        return _drill(settings, entry, pick_copy(entry, destinations, destination))
     targets = [d for d in destinations if d.name in entry.locations and destination in (None, d.name)]
     if not targets:
         raise NotFound(f"{entry.id} has no copy on {destination}", f"it is on: {', '.join(sorted(entry.locations))}")
@@ -44,3 +56,23 @@ def verify(
             logger.error(f"Verification of {entry.id} on {storage.name} failed",
                          extra=log.fields(backup=entry.id, failed=",".join(c.name for c in report.failures)))
     return EXIT_FAILURE if failed else 0
+
+
+def _drill(settings: Settings, entry: Entry, storage: Storage) -> int:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind: the scratch database is dropped
+    with run_lock(settings.backup_dir):
+        report = Drill(settings).run(entry, storage)
+        publish_metrics(settings, metrics_for(None, [report]))
+    if not report.passed:
+        Notifier.from_settings(settings).notify(RunEvent(EventKind.VERIFY_FAILED, databases=[report.database],
+                                                         error=report.error or str(report.differences)))
+    emit(f"Drill of {entry.id} from {storage.name}: {'PASSED' if report.passed else 'FAILED'}")
+    emit(f"  restore: {report.restore_seconds} s into scratch database {report.scratch_database} (dropped)")
+    emit(f"  tables checked: {report.tables_checked}")
+    for table, diff in report.differences.items():
+        emit(f"  DIFFERS {table}: manifest {diff['manifest']}, restored {diff['restored']}")
+    for c in report.checks:
+        emit(f"  {'ok    ' if c['ok'] else 'FAILED'} check {c['sql']!r}: {c['detail']}")
+    if report.error:
+        emit(f"  error: {report.error}")
+    return 0 if report.passed else EXIT_FAILURE

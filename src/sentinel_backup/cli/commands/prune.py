@@ -1,0 +1,38 @@
+"""`sentinel-backup prune`: show or apply the retention plan on every destination."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from ...errors import EXIT_FAILURE
+from ...jobs import prune_job
+from ...lock import run_lock
+from ...notify import Notifier
+from ...storage.registry import build_destinations
+from ..app import app, emit, state
+
+
+@app.command()
+def prune(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan, delete nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plans as JSON.")] = False,
+) -> int:
+    """Apply the retention policy (RETENTION_*) on every destination."""
+    settings = state(ctx).settings()
+    destinations = build_destinations(settings)
+    with run_lock(settings.backup_dir):
+        results = prune_job(settings, destinations, dry_run=dry_run, notifier=Notifier.from_settings(settings))
+    if as_json:
+        emit(json.dumps([{"destination": a.destination, "dry_run": dry_run, **p.to_dict(), "result": a.counts()}
+                         for p, a in results], indent=2, default=str))
+    else:
+        for the_plan, applied in results:
+            emit(f"{applied.destination}: policy {the_plan.policy.describe()}")
+            for d in the_plan.decisions:
+                emit(f"  {'keep  ' if d.keep else 'REMOVE'} {d.backup.id:<48} {d.reason}")
+            emit(f"  => {applied.counts()}")
+    return 0 if all(a.ok for _, a in results) else EXIT_FAILURE

@@ -1,0 +1,40 @@
+"""`sentinel-backup schedule`: run backup, prune and drills on cron expressions, in the foreground."""
+
+from __future__ import annotations
+
+import threading
+
+import typer
+
+from ... import log
+from ...jobs import backup_job, drill_job, prune_job
+from ...notify import Notifier
+from ...schedule import Job, Scheduler
+from ..app import app, state
+
+logger = log.get("schedule")
+
+
+@app.command()
+def schedule(ctx: typer.Context) -> int:
+    """Run jobs on BACKUP_SCHEDULE / PRUNE_SCHEDULE / DRILL_SCHEDULE until SIGTERM."""
+    settings = state(ctx).settings()
+
+    def backup(stop: threading.Event) -> int:
+        return backup_job(settings, stop=stop).code
+
+    def prune(stop: threading.Event) -> object:
+        return prune_job(settings, notifier=Notifier.from_settings(settings))
+
+    def drill(stop: threading.Event) -> object:
+        return drill_job(settings)
+
+    jobs = [Job("backup", settings.backup_schedule, backup, "BACKUP_SCHEDULE")]
+    if settings.prune_schedule:
+        jobs.append(Job("prune", settings.prune_schedule, prune, "PRUNE_SCHEDULE"))
+    if settings.drill_schedule:
+        jobs.append(Job("drill", settings.drill_schedule, drill, "DRILL_SCHEDULE"))
+    scheduler = Scheduler(jobs, lock_folder=settings.backup_dir, timezone=settings.schedule_timezone)
+    for name, moment in scheduler.next_runs().items():
+        logger.info(f"Scheduled {name}: next run at {moment.isoformat()}")
+    return scheduler.run_forever()

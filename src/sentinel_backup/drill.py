@@ -1,0 +1,154 @@
+"""Restore drills: prove a backup restores, and record how long it took.
+
+A drill restores a backup into a scratch database (on the source server, or on the
+DRILL_* server when configured), compares every table's row count (and, when the
+manifest has them, content hashes) with what was recorded in the dump's own snapshot,
+runs the user's DRILL_SQL_FILE checks, drops the scratch database and writes a drill
+record (``<artifact>.drill.json``) beside the manifest. It never restores over a real
+database: scratch names start with ``sentinel_drill_`` and are created by the drill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import log
+from .catalog import Entry
+from .config import Settings
+from .errors import ConfigError, SentinelError
+from .restore import Restorer, compare_counts, quote_ident
+from .source import PSQL_FLAGS, conninfo
+from .storage.base import Storage
+
+logger = log.get("drill")
+SCRATCH_PREFIX = "sentinel_drill_"
+DRILL_SUFFIX = ".drill.json"
+
+
+@dataclass
+class DrillReport:
+    backup_id: str
+    database: str
+    destination: str
+    scratch_database: str
+    started_at: str
+    passed: bool = False
+    restore_seconds: float | None = None
+    tables_checked: int = 0
+    differences: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2) + "\n").encode()
+
+
+def drill_settings(settings: Settings) -> Settings:
+    """The settings drills connect with: the source, or the DRILL_* server when set."""
+    if not (settings.drill_host or settings.drill_port or settings.drill_container or settings.drill_user):
+        return settings
+    update: dict[str, Any] = {
+        "postgres_host": settings.drill_host or settings.postgres_host,
+        "postgres_port": settings.drill_port or settings.postgres_port,
+        "postgres_user": settings.drill_user or settings.postgres_user,
+        "postgres_container": settings.drill_container,
+    }
+    if settings.drill_password is not None or settings.drill_password_file is not None:
+        update.update(postgres_password=settings.drill_password, postgres_password_file=settings.drill_password_file)
+    return settings.model_copy(update=update)
+
+
+def read_checks(settings: Settings) -> list[str]:
+    if settings.drill_sql_file is None:
+        return []
+    try:
+        text = settings.drill_sql_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"DRILL_SQL_FILE {settings.drill_sql_file} cannot be read: {exc.strerror}",
+                          "fix the path or unset DRILL_SQL_FILE") from None
+    statements = [s.strip() for s in text.split(";")]
+    return [s for s in statements if s and not all(line.lstrip().startswith("--") for line in s.splitlines())]
+
+
+class Drill:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.restorer = Restorer(drill_settings(settings))
+        self.checks = read_checks(settings)
+
+    def cleanup_stale(self) -> list[str]:
+        """Drop scratch databases left by a drill that was killed (nobody is connected to them)."""
+        sql = ("SELECT coalesce(json_agg(datname), '[]') FROM pg_database d WHERE datname LIKE 'sentinel\\_drill\\_%'"
+               " AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)")
+        names = self.restorer.source.query_json(sql)
+        dropped = []
+        for name in names if isinstance(names, list) else []:
+            logger.warning(f"Dropping scratch database {name} left by an interrupted drill")
+            self.restorer.execute(f"DROP DATABASE IF EXISTS {quote_ident(str(name))}")
+            dropped.append(str(name))
+        return dropped
+
+    def run(self, entry: Entry, storage: Storage) -> DrillReport:
+        manifest = entry.manifest
+        scratch = f"{SCRATCH_PREFIX}{os.getpid()}_{int(time.time())}"
+        report = DrillReport(manifest.id, manifest.database, storage.name, scratch,
+                             datetime.now(UTC).isoformat().replace("+00:00", "Z"))
+        try:
+            if manifest.kind != "database":
+                raise ConfigError(f"{manifest.id} holds globals, not a database", "drill a database backup")
+            self.cleanup_stale()
+            self.restorer.check_stored(storage, manifest)
+            with self.restorer.scratch_database(scratch):
+                t0 = time.monotonic()
+                result = self.restorer.restore_into(entry, storage, scratch)
+                report.restore_seconds = round(time.monotonic() - t0, 3)
+                report.tables_checked = len(result.actual)
+                report.differences = {k: {"manifest": a, "restored": b} for k, (a, b) in result.differences.items()}
+                report.differences.update(self._hash_differences(manifest.table_hashes, scratch))
+                report.checks = [self._user_check(sql, scratch) for sql in self.checks]
+        except SentinelError as exc:
+            report.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+        report.passed = report.error is None and not report.differences and all(c["ok"] for c in report.checks)
+        self._record(storage, manifest.artifact, report)
+        level = logger.info if report.passed else logger.error
+        level(f"Drill of {manifest.id} {'passed' if report.passed else 'FAILED'}", extra=log.fields(
+            backup=manifest.id, restore_seconds=report.restore_seconds, tables=report.tables_checked,
+            differences=len(report.differences), error=report.error or ""))
+        return report
+
+    def _hash_differences(self, manifest_hashes: dict[str, str] | None, database: str) -> dict[str, Any]:
+        expected = manifest_hashes
+        if expected is None:
+            return {}
+        actual = self.restorer.source.table_hashes(database)
+        return {f"{name} (content)": {"manifest": a, "restored": b}
+                for name, (a, b) in compare_counts(expected, actual).items()}
+
+    def _user_check(self, sql: str, database: str) -> dict[str, Any]:
+        try:
+            out = self.restorer.source.run("psql", *PSQL_FLAGS, "-d", conninfo(database), "-c", sql).strip()
+        except SentinelError as exc:
+            return {"sql": sql, "ok": False, "detail": exc.message}
+        return {"sql": sql, "ok": out == "t", "detail": f"returned {out!r}"}
+
+    def _record(self, storage: Storage, artifact: str, report: DrillReport) -> None:
+        try:
+            storage.put_bytes(artifact + DRILL_SUFFIX, report.to_json())
+        except SentinelError as exc:
+            logger.warning(f"Could not write the drill record on {storage.name}: {exc.message}")
+
+
+def read_record(storage: Storage, artifact: str) -> dict[str, Any] | None:
+    """The last drill record of a backup on this destination, if any."""
+    if storage.stat(artifact + DRILL_SUFFIX) is None:
+        return None
+    try:
+        record = json.loads(storage.read_bytes(artifact + DRILL_SUFFIX))
+    except (ValueError, SentinelError):
+        return None
+    return record if isinstance(record, dict) else None

@@ -1,0 +1,224 @@
+"""The jobs the CLI and the scheduler run: backup (with everything around it), prune, drill.
+
+A backup job holds the run lock, pings the dead-man's switch, runs the backup, applies
+retention only after a fully successful run, runs drills when VERIFY_AFTER_BACKUP=restore,
+writes the last-run record and metrics, and notifies. Notifications and metrics never
+change the outcome; their failures are warnings.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import log
+from .backup import BackupRun, RunResult
+from .catalog import scan as scan_catalog
+from .config import Settings, VerifyMode
+from .drill import Drill, DrillReport
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, SentinelError
+from .lock import run_lock
+from .metrics import DatabaseResult, DrillResult, RunMetrics, write_metrics
+from .notify import EventKind, Notifier, RunEvent
+from .restore import pick_copy
+from .retention import ApplyResult, RetentionPlan, RetentionPolicy, apply, plan, scan
+from .storage.base import Storage
+from .storage.local import LocalStorage
+from .storage.registry import build_destinations
+
+logger = log.get("jobs")
+LAST_RUN_FILE = ".sentinel-last-run.json"
+
+
+def prepared_destinations(settings: Settings) -> list[Storage]:
+    destinations = build_destinations(settings)
+    if not settings.local_enabled:  # BACKUP_DIR still holds the run lock and the last-run record
+        LocalStorage(settings.backup_dir).prepare()
+    for dest in destinations:  # fail before any dump when a folder or bucket is unusable
+        prepare = getattr(dest, "prepare", None)
+        if callable(prepare):
+            prepare()
+    return destinations
+
+
+def exit_code(result: RunResult) -> int:
+    if result.failed:
+        return EXIT_FAILURE
+    return EXIT_PARTIAL if result.partial else EXIT_OK
+
+
+def summarize(result: RunResult) -> None:
+    good = [o for o in result.outcomes if o.ok]
+    raw = sum(o.manifest.raw_size_bytes for o in good if o.manifest)
+    stored = sum(o.manifest.size_bytes for o in good if o.manifest)
+    status = "failed" if result.failed else "partial" if result.partial else "ok"
+    fields = log.fields(status=status, databases=len(result.outcomes), succeeded=len(good),
+                        failed=len(result.failed), raw_bytes=raw, stored_bytes=stored,
+                        duration_seconds=round(result.duration, 2))
+    if result.failed:
+        logger.error(f"Backup process failed for {', '.join(o.database for o in result.failed)}", extra=fields)
+    elif result.partial:
+        logger.warning("Backup process completed with failed destinations", extra=fields)
+    else:
+        logger.info("Backup process completed", extra=fields)
+
+
+def run_event(result: RunResult) -> RunEvent:
+    kind = (EventKind.BACKUP_FAILED if result.failed else EventKind.BACKUP_PARTIAL if result.partial
+            else EventKind.BACKUP_SUCCEEDED)
+    errors = [f"{o.database}: {o.error}" for o in result.failed if o.error]
+    errors += [f"{o.database} on {d}: {e}" for o in result.outcomes for d, e in o.failed.items()]
+    stored = sorted({d for o in result.outcomes for d in o.stored})
+    return RunEvent(kind, databases=[o.database for o in result.outcomes],
+                    sizes={o.database: o.manifest.size_bytes for o in result.outcomes if o.manifest},
+                    duration_seconds=round(result.duration, 1), destinations=stored,
+                    error="\n".join(errors) or None,
+                    counts={"succeeded": len(result.outcomes) - len(result.failed), "failed": len(result.failed)})
+
+
+def write_last_run(settings: Settings, result: RunResult, code: int) -> None:
+    record: dict[str, Any] = {
+        "finished_at": datetime.now(UTC).isoformat(), "started_at": result.started.isoformat(),
+        "exit_code": code, "status": {0: "ok", 3: "partial"}.get(code, "failed"),
+        "databases": {o.database: {"ok": o.ok, "error": o.error, "failed_destinations": o.failed,
+                                   "backup": o.manifest.id if o.manifest else None} for o in result.outcomes},
+    }
+    try:
+        path = settings.backup_dir / LAST_RUN_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(path)
+    except (OSError, SentinelError) as exc:
+        logger.warning(f"Could not record the last run in {settings.backup_dir}: {exc}")
+
+
+def read_last_run(settings: Settings) -> dict[str, Any] | None:
+    try:
+        data = json.loads((settings.backup_dir / LAST_RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def metrics_for(result: RunResult | None, drills: list[DrillReport]) -> RunMetrics:
+    now = datetime.now(UTC)
+    databases = []
+    for o in result.outcomes if result else []:
+        m = o.manifest
+        databases.append(DatabaseResult(
+            o.database, o.ok, m.created_at if m else now, m.finished_at if m else now,
+            m.raw_size_bytes if m else None, m.size_bytes if m else None,
+            {**dict.fromkeys(o.stored, True), **dict.fromkeys(o.failed, False)}))
+    drill_results = [DrillResult(d.database, d.passed, now, d.restore_seconds) for d in drills]
+    return RunMetrics(now if result else None, bool(result and exit_code(result) == 0),
+                      databases, drill_results)
+
+
+def publish_metrics(settings: Settings, metrics: RunMetrics) -> None:
+    if settings.metrics_file is None:
+        return
+    try:
+        write_metrics(settings.metrics_file, metrics)
+    except SentinelError as exc:
+        logger.warning(f"Could not write METRICS_FILE: {exc.message}")
+
+
+@dataclass
+class BackupJobResult:
+    result: RunResult
+    code: int
+    drills: list[DrillReport]
+    pruned: list[tuple[RetentionPlan, ApplyResult]]
+
+
+def backup_job(settings: Settings, *, stop: threading.Event | None = None,
+               progress: Callable[[int], None] | None = None) -> BackupJobResult:
+    """One backup run with retention, drills, metrics and notifications around it."""
+    destinations = prepared_destinations(settings)
+    notifier = Notifier.from_settings(settings)
+    with run_lock(settings.backup_dir):
+        notifier.ping("start")
+        try:
+            result = BackupRun(settings, destinations, progress=progress, stop=stop).run()
+        except SentinelError as exc:
+            notifier.notify(RunEvent(EventKind.BACKUP_FAILED, error=exc.message))
+            notifier.ping("fail", exc.message)
+            raise
+        summarize(result)
+        code = exit_code(result)
+        pruned = []
+        if code == EXIT_OK and settings.retention_after_backup:
+            pruned = prune_job(settings, destinations, notifier=notifier)
+        drills = []
+        if settings.verify_after_backup is VerifyMode.RESTORE and not (stop and stop.is_set()):
+            drilled = [o.manifest.id for o in result.outcomes if o.ok and o.manifest and o.kind == "database"]
+            drills = drill_job(settings, destinations, drilled, publish=False)
+            if any(not d.passed for d in drills) and code == EXIT_OK:
+                code = EXIT_FAILURE
+        write_last_run(settings, result, code)
+        publish_metrics(settings, metrics_for(result, drills))
+        notifier.notify(run_event(result))
+        for d in drills:
+            if not d.passed:
+                notifier.notify(RunEvent(EventKind.VERIFY_FAILED, databases=[d.database], error=d.error or
+                                         f"{len(d.differences)} table(s) differ from the manifest"))
+        notifier.ping("success" if code == EXIT_OK else "fail", None if code == EXIT_OK else run_event(result).error)
+    return BackupJobResult(result, code, drills, pruned)
+
+
+def prune_job(settings: Settings, destinations: list[Storage] | None = None, *, dry_run: bool = False,
+              notifier: Notifier | None = None, now: datetime | None = None
+              ) -> list[tuple[RetentionPlan, ApplyResult]]:
+    """Apply retention on every destination (plan, then apply unless dry_run)."""
+    destinations = destinations if destinations is not None else build_destinations(settings)
+    now = now or datetime.now(UTC)
+    legacy_db = settings.databases[0] if len(settings.databases) == 1 and not settings.all_databases else None
+    results = []
+    for dest in destinations:
+        policy = RetentionPolicy.from_settings(settings, dest.name)
+        the_plan = plan(scan(dest, now, legacy_database=legacy_db), policy, now)
+        applied = apply(dest, the_plan, dry_run=dry_run)
+        for r in applied.results:
+            verb = "Would remove" if dry_run else "Removed" if r.removed else "Could not remove"
+            logger.info(f"{verb} {r.backup.id} from {dest.name} ({r.reason})",
+                        extra=log.fields(destination=dest.name, notes="; ".join(r.notes), error=r.error or ""))
+        results.append((the_plan, applied))
+    removed = sum(a.counts().get("removed", 0) for _, a in results)
+    if removed and notifier is not None and not dry_run:
+        notifier.notify(RunEvent(EventKind.PRUNE_REMOVED, destinations=[d.name for d in destinations],
+                                 counts={"removed": removed}))
+    return results
+
+
+def drill_job(settings: Settings, destinations: list[Storage] | None = None,
+              backup_ids: list[str] | None = None, *, publish: bool = True) -> list[DrillReport]:
+    """Drill the given backups, or the newest backup of every database; publish metrics and
+    failures unless the caller (the backup job) reports them itself."""
+    destinations = destinations if destinations is not None else build_destinations(settings)
+    catalog = scan_catalog(destinations)
+    if backup_ids is None:
+        seen: dict[str, str] = {}
+        for entry in catalog.entries:
+            if entry.manifest.kind == "database":
+                seen.setdefault(entry.manifest.database, entry.id)
+        backup_ids = list(seen.values())
+    drill = Drill(settings)
+    reports = []
+    with run_lock(settings.backup_dir):
+        for backup_id in backup_ids:
+            entry = catalog.find(backup_id)
+            reports.append(drill.run(entry, pick_copy(entry, destinations, None)))
+        if not publish:
+            return reports
+        publish_metrics(settings, metrics_for(None, reports))
+    notifier = Notifier.from_settings(settings)
+    for report in reports:
+        if not report.passed:
+            notifier.notify(RunEvent(EventKind.VERIFY_FAILED, databases=[report.database],
+                                     error=report.error or f"{len(report.differences)} table(s) differ"))
+    return reports
+
