@@ -84,6 +84,7 @@ class Settings(BaseSettings):
         case_sensitive=True,
         populate_by_name=False,
         use_enum_values=False,
+        use_attribute_docstrings=True,
     )
 
     # --- source -----------------------------------------------------------------
