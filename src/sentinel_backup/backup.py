@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 from . import __version__, log
 from .config import BackupFormat, Compression, Settings, VerifyMode
 from .errors import BackupFailed, SentinelError, SourceError, StorageError
+from .keys import cipher_from_settings
 from .manifest import CompressionInfo, EncryptionInfo, Manifest, artifact_name, backup_id, checksum_line
 from .source import Snapshot, Source, StderrCollector, conninfo, source_error
 from .storage.base import Storage
 from .storage.fanout import FanOut
 from .streams.base import pump
 from .streams.compress import EXTENSIONS, compressor
-from .streams.crypto import Cipher, cipher_from_settings
+from .streams.crypto import Cipher
 from .streams.digest import Digest
 from .verify import verify_copy
 

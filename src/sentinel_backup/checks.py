@@ -17,10 +17,10 @@ from .config import Settings, VerifyMode, parse_duration
 from .drill import read_record
 from .errors import SentinelError
 from .jobs import read_last_run
+from .keys import cipher_from_settings
 from .source import Source
 from .storage.base import Storage
 from .storage.registry import build_destinations
-from .streams.crypto import cipher_from_settings
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 EXIT_WARNING = 4

@@ -205,14 +205,7 @@ class PsqlSession:
 
     def __init__(self, source: Source, database: str) -> None:
         self.proc = source.popen("psql", *PSQL_FLAGS, "-d", conninfo(database), stdin=subprocess.PIPE)
-        self.stderr: list[bytes] = []
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line)
+        self.errors = StderrCollector(self.proc)
 
     def query(self, sql: str) -> str:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -228,8 +221,8 @@ class PsqlSession:
                 return "\n".join(lines).strip()
             lines.append(line)
         code = self.proc.wait()
-        self._reader.join(timeout=5)
-        raise source_error("psql", b"".join(self.stderr).decode(errors="replace"), code)
+        self.errors.join()
+        raise source_error("psql", self.errors.text(), code)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -241,6 +234,7 @@ class PsqlSession:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.errors.join()
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()

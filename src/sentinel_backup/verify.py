@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 from .config import Compression, Settings
 from .errors import ConfigError, SentinelError, VerifyFailed
+from .keys import cipher_for_manifest
 from .manifest import Manifest
 from .storage.base import Storage
 from .streams.base import NullSink, Sink, pump
 from .streams.compress import decompressor
-from .streams.crypto import Cipher, cipher_for_manifest
+from .streams.crypto import Cipher
 from .streams.digest import Digest
 
 END_MARKERS = (b"-- PostgreSQL database dump complete", b"-- PostgreSQL database cluster dump complete")

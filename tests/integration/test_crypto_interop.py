@@ -13,8 +13,9 @@ from pathlib import Path
 import pyrage
 import pytest
 
+from sentinel_backup.keys import load_identities, parse_recipient, read_key_file
 from sentinel_backup.streams.base import CHUNK, FileSink, NullSink, Sink, pump
-from sentinel_backup.streams.crypto import AesCipher, AgeCipher, Cipher, load_identities, parse_recipient, read_key_file
+from sentinel_backup.streams.crypto import AesCipher, AgeCipher, Cipher
 from sentinel_backup.streams.digest import Digest
 
 BIG = 300 * 1024 * 1024

@@ -19,17 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sentinel_backup.config import Compression, Settings, load_settings
 from sentinel_backup.errors import ConfigError, SentinelError, VerifyFailed
+from sentinel_backup.keys import cipher_for_manifest, cipher_from_settings, read_key_file
 from sentinel_backup.streams.base import CHUNK, Sink
 from sentinel_backup.streams.compress import compressor, decompressor
-from sentinel_backup.streams.crypto import (
-    AesCipher,
-    AgeCipher,
-    Cipher,
-    aes_key_id,
-    cipher_for_manifest,
-    cipher_from_settings,
-    read_key_file,
-)
+from sentinel_backup.streams.crypto import AesCipher, AgeCipher, Cipher, aes_key_id
 
 _VARS = ("ENCRYPT_ENABLED", "ENCRYPTION_METHOD", "ENCRYPTION_KEY_PATH", "AGE_RECIPIENTS", "AGE_RECIPIENTS_FILE",
          "AGE_IDENTITY_FILE", "SENTINEL_ENV_FILE")
