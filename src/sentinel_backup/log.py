@@ -62,6 +62,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout is now (rich's progress display swaps it while it runs)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogFormat.TEXT, file: Path | None = None) -> None:
     """(Re)configure the package logger. Safe to call more than once."""
     logger = logging.getLogger(ROOT)
@@ -71,7 +86,7 @@ def setup(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogFormat.TEXT, file
     logger.setLevel(_LEVELS[level])
     logger.propagate = False
     formatter: logging.Formatter = JsonFormatter() if fmt is LogFormat.JSON else TextFormatter()
-    out = logging.StreamHandler(sys.stdout)
+    out = _Stdout()
     out.setFormatter(formatter)
     logger.addHandler(out)
     if file is not None:
