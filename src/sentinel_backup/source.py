@@ -23,14 +23,17 @@ from .errors import SourceError
 
 _TOOLS = {"pg_dump", "pg_dumpall", "psql", "pg_restore"}
 
-# Row counts of every table whose data pg_dump dumps, in one statement (so it can run
-# inside the exported snapshot): ordinary and partitioned tables and materialized views,
-# outside system schemas, excluding members of extensions.
-ROW_COUNTS_SQL = r"""
-SELECT coalesce(json_object_agg(name, n ORDER BY name), '{}'::json) FROM (
+def per_table_sql(expression: str, cast: str) -> str:
+    """One statement returning ``{"schema.table": <expression over table t>}`` for every table
+    whose data pg_dump dumps: ordinary tables (partitions individually) and materialized
+    views outside the system schemas, extension members excluded. One statement, so it
+    can run inside the exported snapshot."""
+    inner = expression.replace("'", "''")
+    return rf"""
+SELECT coalesce(json_object_agg(name, v ORDER BY name), '{{}}'::json) FROM (
   SELECT format('%I.%I', ns.nspname, c.relname) AS name,
-         (xpath('/row/n/text()', query_to_xml(
-            format('SELECT count(*) AS n FROM %I.%I', ns.nspname, c.relname), false, true, '')))[1]::text::bigint AS n
+         (xpath('/row/v/text()', query_to_xml(format('SELECT {inner} AS v FROM %I.%I t', ns.nspname, c.relname),
+                                              false, true, '')))[1]::text{cast} AS v
   FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
   WHERE c.relkind IN ('r', 'm')
     AND ns.nspname NOT IN ('pg_catalog', 'information_schema') AND ns.nspname NOT LIKE 'pg\_%'
@@ -38,25 +41,17 @@ SELECT coalesce(json_object_agg(name, n ORDER BY name), '{}'::json) FROM (
                     AND d.deptype = 'e')
 ) t
 """
+
+
+ROW_COUNTS_SQL = per_table_sql("count(*)", "::bigint")
+
+# "rows:md5" per table, independent of row order (a hash of the sorted row hashes).
+TABLE_HASHES_SQL = per_table_sql(
+    "count(*) || ':' || coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '')", "")
 
 # Stable text forms for content hashes, whatever the server's or drill server's defaults.
 STABLE_SETTINGS = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres';"
                    " SET extra_float_digits = 3; SET bytea_output = 'hex'")
-
-# "rows:md5" per table, independent of row order (a hash of the sorted row hashes).
-TABLE_HASHES_SQL = r"""
-SELECT coalesce(json_object_agg(name, fingerprint ORDER BY name), '{}'::json) FROM (
-  SELECT format('%I.%I', ns.nspname, c.relname) AS name,
-         (xpath('/row/f/text()', query_to_xml(format(
-            'SELECT count(*) || '':'' || coalesce(md5(string_agg(md5(t::text), '''' ORDER BY md5(t::text))), '''')'
-            ' AS f FROM %I.%I t', ns.nspname, c.relname), false, true, '')))[1]::text AS fingerprint
-  FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
-  WHERE c.relkind IN ('r', 'm')
-    AND ns.nspname NOT IN ('pg_catalog', 'information_schema') AND ns.nspname NOT LIKE 'pg\_%'
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                    AND d.deptype = 'e')
-) t
-"""
 
 DATABASES_SQL = ("SELECT coalesce(json_agg(datname ORDER BY datname), '[]'::json) FROM pg_database"
                  " WHERE datallowconn AND NOT datistemplate")
