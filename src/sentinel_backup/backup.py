@@ -97,9 +97,11 @@ class BackupRun:
     """A configured run: source, destinations and cipher resolved before any dump starts."""
 
     def __init__(self, settings: Settings, destinations: list[Storage], *, progress: Progress | None = None,
-                 stop: threading.Event | None = None, clock: Callable[[], datetime] | None = None) -> None:
+                 stop: threading.Event | None = None, clock: Callable[[], datetime] | None = None,
+                 unusable: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.destinations = destinations
+        self.unusable = dict(unusable or {})  # enabled destinations that failed before the run: name -> error
         self.source = Source(settings)
         self.cipher = cipher_from_settings(settings)
         self.progress = progress
@@ -125,7 +127,7 @@ class BackupRun:
         return RunResult(outcomes, started, time.monotonic() - t0)
 
     def _guarded(self, database: str, kind: str, moment: datetime) -> Outcome:
-        outcome = Outcome(database, kind)
+        outcome = Outcome(database, kind, failed=dict(self.unusable))
         if self.stop.is_set():
             outcome.error = "not started: the run was interrupted"
             return outcome

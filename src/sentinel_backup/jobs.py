@@ -20,7 +20,7 @@ from .backup import BackupRun, RunResult
 from .catalog import scan as scan_catalog
 from .config import Settings, VerifyMode
 from .drill import Drill, DrillReport
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, SentinelError
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, SentinelError, StorageError
 from .lock import run_lock
 from .metrics import DatabaseResult, DrillResult, RunMetrics, write_metrics
 from .notify import EventKind, Notifier, RunEvent
@@ -34,15 +34,34 @@ logger = log.get("jobs")
 LAST_RUN_FILE = ".sentinel-last-run.json"
 
 
-def prepared_destinations(settings: Settings) -> list[Storage]:
-    destinations = build_destinations(settings)
-    if not settings.local_enabled:  # BACKUP_DIR still holds the run lock and the last-run record
+def usable_destinations(settings: Settings) -> tuple[list[Storage], dict[str, str]]:
+    """The enabled destinations that passed preparation, and the remote ones that did not
+    (name -> error). BACKUP_DIR must be usable (it holds the run lock). A remote destination
+    that cannot be used (no bucket, bad keys, unreachable) is left out and reported, so the
+    others still get the backup (a partial success, exit 3); when no destination is usable
+    the run fails before any dump."""
+    if not settings.local_enabled:
         LocalStorage(settings.backup_dir).prepare()
-    for dest in destinations:  # fail before any dump when a folder or bucket is unusable
+    usable: list[Storage] = []
+    unusable: dict[str, StorageError] = {}
+    for dest in build_destinations(settings):
         prepare = getattr(dest, "prepare", None)
-        if callable(prepare):
-            prepare()
-    return destinations
+        try:
+            if callable(prepare):
+                prepare()
+        except StorageError as exc:
+            if isinstance(dest, LocalStorage):
+                raise
+            unusable[dest.name] = exc
+            continue
+        usable.append(dest)
+    if not usable:
+        raise next(iter(unusable.values()))
+    for name, error in unusable.items():
+        logger.error(f"Destination {name} cannot be used, backing up to the others: {error.message}",
+                     extra=log.fields(destination=name, hint=error.hint or ""))
+    return usable, {name: error.message + (f" (hint: {error.hint})" if error.hint else "")
+                    for name, error in unusable.items()}
 
 
 def exit_code(result: RunResult) -> int:
@@ -138,12 +157,12 @@ class BackupJobResult:
 def backup_job(settings: Settings, *, stop: threading.Event | None = None,
                progress: Callable[[int], None] | None = None) -> BackupJobResult:
     """One backup run with retention, drills, metrics and notifications around it."""
-    destinations = prepared_destinations(settings)
+    destinations, unusable = usable_destinations(settings)
     notifier = Notifier.from_settings(settings)
     with run_lock(settings.backup_dir):
         notifier.ping("start")
         try:
-            result = BackupRun(settings, destinations, progress=progress, stop=stop).run()
+            result = BackupRun(settings, destinations, progress=progress, stop=stop, unusable=unusable).run()
         except SentinelError as exc:
             notifier.notify(RunEvent(EventKind.BACKUP_FAILED, error=exc.message))
             notifier.ping("fail", exc.message)
