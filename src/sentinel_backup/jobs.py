@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import log
@@ -32,6 +32,7 @@ from .storage.registry import build_destinations
 
 logger = log.get("jobs")
 LAST_RUN_FILE = ".sentinel-last-run.json"
+LEFTOVER_GRACE = timedelta(hours=24)
 
 
 def usable_destinations(settings: Settings) -> tuple[list[Storage], dict[str, str]]:
@@ -206,6 +207,11 @@ def prune_job(settings: Settings, destinations: list[Storage] | None = None, *, 
             logger.info(f"{verb} {r.backup.id} from {dest.name} ({r.reason})",
                         extra=log.fields(destination=dest.name, notes="; ".join(r.notes), error=r.error or ""))
         results.append((the_plan, applied))
+        abort_stale = getattr(dest, "abort_stale_uploads", None)
+        if callable(abort_stale) and not dry_run:  # multipart uploads a crashed run could not abort
+            aborted = abort_stale(LEFTOVER_GRACE)
+            if aborted:
+                logger.info(f"Aborted {aborted} stale multipart upload(s) on {dest.name}")
     removed = sum(a.counts().get("removed", 0) for _, a in results)
     if removed and notifier is not None and not dry_run:
         notifier.notify(RunEvent(EventKind.PRUNE_REMOVED, destinations=[d.name for d in destinations],

@@ -62,23 +62,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stdout is now (rich's progress display swaps it while it runs)."""
+class _Console(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout (or sys.stderr) is now: rich's progress display swaps
+    sys.stdout while it runs."""
 
-    def __init__(self) -> None:
-        super().__init__(sys.stdout)
+    def __init__(self, to_stderr: bool) -> None:
+        self.to_stderr = to_stderr
+        super().__init__()
 
     @property  # type: ignore[override]
     def stream(self) -> Any:
-        return sys.stdout
+        return sys.stderr if self.to_stderr else sys.stdout
 
     @stream.setter
     def stream(self, value: Any) -> None:
         pass
 
 
-def setup(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogFormat.TEXT, file: Path | None = None) -> None:
-    """(Re)configure the package logger. Safe to call more than once."""
+def setup(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogFormat.TEXT, file: Path | None = None, *,
+          to_stderr: bool = False) -> None:
+    """(Re)configure the package logger. Safe to call more than once. ``to_stderr`` keeps
+    stdout for machine-readable output (``--json``)."""
     logger = logging.getLogger(ROOT)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -86,7 +90,7 @@ def setup(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogFormat.TEXT, file
     logger.setLevel(_LEVELS[level])
     logger.propagate = False
     formatter: logging.Formatter = JsonFormatter() if fmt is LogFormat.JSON else TextFormatter()
-    out = _Stdout()
+    out = _Console(to_stderr)
     out.setFormatter(formatter)
     logger.addHandler(out)
     if file is not None:

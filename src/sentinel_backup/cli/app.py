@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -28,10 +28,13 @@ class State:
     env_file: Path | None = None
     _settings: Settings | None = None
 
-    def settings(self, **overrides: Any) -> Settings:
+    def settings(self, *, machine_output: bool = False) -> Settings:
+        """The settings, loaded once; logging set up from them. With ``machine_output``
+        (``--json``), log lines go to stderr so stdout holds only the document."""
         if self._settings is None:
-            self._settings = load_settings(self.env_file, **overrides)
-            log.setup(self._settings.log_level, self._settings.log_format, self._settings.log_file)
+            self._settings = load_settings(self.env_file)
+            log.setup(self._settings.log_level, self._settings.log_format, self._settings.log_file,
+                      to_stderr=machine_output)
         return self._settings
 
 

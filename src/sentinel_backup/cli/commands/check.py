@@ -20,7 +20,7 @@ def check(
 
     Exit 0 when all is well, 4 on a warning, 1 on anything critical.
     """
-    settings = state(ctx).settings()
+    settings = state(ctx).settings(machine_output=as_json)
     results = run_checks(settings)
     code = overall_exit(results)
     if as_json:

@@ -22,7 +22,7 @@ def prune(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as JSON.")] = False,
 ) -> int:
     """Apply the retention policy (RETENTION_*) on every destination."""
-    settings = state(ctx).settings()
+    settings = state(ctx).settings(machine_output=as_json)
     destinations = build_destinations(settings)
     with run_lock(settings.backup_dir):
         results = prune_job(settings, destinations, dry_run=dry_run, notifier=Notifier.from_settings(settings))
