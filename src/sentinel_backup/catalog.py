@@ -15,20 +15,26 @@ from .manifest import MANIFEST_SUFFIX, Manifest
 from .storage.base import Storage
 
 logger = log.get("catalog")
+DRILL_SUFFIX = ".drill.json"  # the drill record beside an artifact (written by drill.Drill)
+DRILL_FIELDS = ("passed", "started_at", "destination", "restore_seconds", "tables_checked", "differences", "checks",
+                "error")
 
 
 @dataclass
 class Entry:
-    """One backup and where its copies live (destination name -> artifact key)."""
+    """One backup and where its copies live (destination name -> artifact key), and on which
+    destinations a drill record lies beside it (destination name -> record key)."""
 
     manifest: Manifest
     locations: dict[str, str] = field(default_factory=dict)
+    drills: dict[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
         return self.manifest.id
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, drill: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The listing of this backup; ``drill`` is its newest drill record (None: never drilled)."""
         m = self.manifest
         doc: dict[str, Any] = {
             "id": m.id, "kind": m.kind, "database": m.database,
@@ -40,10 +46,9 @@ class Entry:
             "locations": {name: {"path" if name == "local" else "key": key} for name, key in self.locations.items()},
             "artifact": m.artifact, "duration_seconds": m.duration_seconds,
             "tables": len(m.tables) if m.tables is not None else None,
+            "drilled": drill is not None,
+            "drill": {k: drill.get(k) for k in DRILL_FIELDS} if drill is not None else None,
         }
-        extra = m.model_extra or {}
-        if "drill" in extra:
-            doc["drill"] = extra["drill"]
         return doc
 
 
@@ -77,14 +82,14 @@ def scan(destinations: list[Storage], *, strict: bool = True) -> Catalog:
     errors: dict[str, str] = {}
     for storage in destinations:
         try:
-            keys = [o.key for o in storage.list() if o.key.endswith(MANIFEST_SUFFIX)]
+            listed = {o.key for o in storage.list()}
         except SentinelError as exc:
             if strict and len(destinations) == 1:
                 raise
             errors[storage.name] = exc.message
             logger.warning(f"Cannot list {storage.name}: {exc.message}")
             continue
-        for key in keys:
+        for key in sorted(k for k in listed if k.endswith(MANIFEST_SUFFIX)):
             try:
                 manifest = Manifest.from_json(storage.read_bytes(key), f"{storage.name}:{key}")
             except SentinelError as exc:
@@ -92,5 +97,7 @@ def scan(destinations: list[Storage], *, strict: bool = True) -> Catalog:
                 continue
             entry = merged.setdefault(manifest.id, Entry(manifest))
             entry.locations[storage.name] = manifest.artifact
+            if manifest.artifact + DRILL_SUFFIX in listed:
+                entry.drills[storage.name] = manifest.artifact + DRILL_SUFFIX
     entries = sorted(merged.values(), key=lambda e: (e.manifest.created_at, e.id), reverse=True)
     return Catalog(entries, errors)

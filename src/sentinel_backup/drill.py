@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import log
-from .catalog import Entry
+from .catalog import DRILL_SUFFIX, Entry
 from .config import Settings
 from .errors import ConfigError, SentinelError
 from .restore import Restorer, compare_counts, quote_ident
@@ -27,7 +27,7 @@ from .storage.base import Storage
 
 logger = log.get("drill")
 SCRATCH_PREFIX = "sentinel_drill_"
-DRILL_SUFFIX = ".drill.json"
+__all__ = ["DRILL_SUFFIX", "Drill", "DrillReport", "newest_record", "read_record"]
 
 
 @dataclass
@@ -152,3 +152,11 @@ def read_record(storage: Storage, artifact: str) -> dict[str, Any] | None:
     except (ValueError, SentinelError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def newest_record(entry: Entry, destinations: list[Storage]) -> dict[str, Any] | None:
+    """The newest drill record of a backup over the destinations its catalog entry found one on."""
+    by_name = {d.name: d for d in destinations}
+    records = [r for r in (read_record(by_name[name], entry.locations[name])
+                           for name in entry.drills if name in by_name and name in entry.locations) if r]
+    return max(records, key=lambda r: str(r.get("started_at", "")), default=None)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ...catalog import scan
+from ...drill import newest_record
 from ...storage.registry import build_destinations
 from ..app import app, emit, state
 
@@ -29,20 +30,23 @@ def list_backups(
     database: Annotated[str | None, typer.Option("--database", help="Only this database.")] = None,
 ) -> int:
     """List backups (those with a manifest), newest first."""
-    settings = state(ctx).settings()
+    settings = state(ctx).settings(machine_output=as_json)
     destinations = [d for d in build_destinations(settings) if destination in (None, d.name)]
     catalog = scan(destinations)
     entries = [e for e in catalog.entries if database in (None, e.manifest.database)]
+    drills = {e.id: newest_record(e, destinations) for e in entries}
     if as_json:
-        emit(json.dumps([e.to_json() for e in entries], indent=2))
+        emit(json.dumps([e.to_json(drills[e.id]) for e in entries], indent=2))
         return 0
     if not entries:
         emit("No backups found.")
         return 0
-    emit(f"{'ID':<48} {'CREATED (UTC)':<20} {'SIZE':>10} {'RAW':>10} {'ENC':<12} DESTINATIONS")
+    emit(f"{'ID':<48} {'CREATED (UTC)':<20} {'SIZE':>10} {'RAW':>10} {'ENC':<12} {'DRILL':<7} DESTINATIONS")
     for e in entries:
         m = e.manifest
         enc = m.encryption.method if m.encryption else "-"
+        drill = drills[e.id]
+        drilled = "-" if drill is None else "passed" if drill.get("passed") else "FAILED"
         emit(f"{m.id:<48} {m.created_at:%Y-%m-%d %H:%M:%S}  {human(m.size_bytes):>10} {human(m.raw_size_bytes):>10}"
-             f" {enc:<12} {','.join(sorted(e.locations))}")
+             f" {enc:<12} {drilled:<7} {','.join(sorted(e.locations))}")
     return 0

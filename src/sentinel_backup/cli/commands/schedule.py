@@ -35,6 +35,4 @@ def schedule(ctx: typer.Context) -> int:
     if settings.drill_schedule:
         jobs.append(Job("drill", settings.drill_schedule, drill, "DRILL_SCHEDULE"))
     scheduler = Scheduler(jobs, lock_folder=settings.backup_dir, timezone=settings.schedule_timezone)
-    for name, moment in scheduler.next_runs().items():
-        logger.info(f"Scheduled {name}: next run at {moment.isoformat()}")
-    return scheduler.run_forever()
+    return scheduler.run_forever()  # it logs each job's next run

@@ -1,0 +1,130 @@
+"""METRICS_FILE from real runs (backup, failed backup, drills), read back with prometheus_client's parser."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sentinel_backup.demo.cluster import TempCluster
+from tests.helpers import cli
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture
+def db(pg: TempCluster, new_db: str) -> str:
+    pg.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g", new_db)
+    return new_db
+
+
+def read(path: Path) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        assert family.name.startswith("sentinel_backup_") and family.type == "gauge", family
+        for s in family.samples:
+            samples[(s.name.removeprefix("sentinel_backup_"), tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def manifest_of(env: dict[str, str]) -> dict[str, object]:
+    item = cli(env, "list", "--json").json()[0]
+    doc: dict[str, object] = json.loads((Path(env["BACKUP_DIR"]) / f"{item['artifact']}.manifest.json").read_text())
+    return doc
+
+
+def ts(text: object) -> float:
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+
+
+def test_metrics_after_success_then_failure(pg: TempCluster, db: str, base_env: dict[str, str],
+                                            tmp_path: Path) -> None:
+    folder = tmp_path / "textfile"
+    folder.mkdir()
+    metrics = folder / "sentinel.prom"
+    env = {**base_env, "POSTGRES_DB": db, "METRICS_FILE": str(metrics)}
+    assert cli(env, "backup").code == 0
+
+    samples = read(metrics)
+    manifest = manifest_of(env)
+    assert value(samples, "last_run_success") == 1
+    assert value(samples, "last_success_timestamp_seconds", database=db) == pytest.approx(ts(manifest["finished_at"]))
+    assert value(samples, "raw_bytes", database=db) == manifest["raw_size_bytes"]
+    assert value(samples, "stored_bytes", database=db) == manifest["size_bytes"]
+    assert value(samples, "result", database=db, destination="local") == 1
+    assert value(samples, "duration_seconds", database=db) >= 0
+    first_run = value(samples, "last_run_timestamp_seconds")
+    assert first_run >= value(samples, "last_success_timestamp_seconds", database=db)
+    assert not any(name.startswith("drill_") for name, _ in samples)  # no drill has run yet
+    assert stat.S_IMODE(metrics.stat().st_mode) == 0o644
+    assert [p.name for p in folder.iterdir()] == ["sentinel.prom"]  # no temp file left beside it
+
+    # The database disappears: the run fails, the last success is carried forward.
+    pg.psql(f"DROP DATABASE {db} WITH (FORCE)")
+    failed = cli(env, "backup")
+    assert failed.code == 1, failed.output
+    after = read(metrics)
+    assert value(after, "last_run_success") == 0
+    assert value(after, "last_run_timestamp_seconds") > first_run
+    assert value(after, "last_success_timestamp_seconds", database=db) == value(
+        samples, "last_success_timestamp_seconds", database=db)
+    assert value(after, "raw_bytes", database=db) == manifest["raw_size_bytes"]
+    assert value(after, "stored_bytes", database=db) == manifest["size_bytes"]
+    assert value(after, "result", database=db, destination="local") == 0
+    assert [p.name for p in folder.iterdir()] == ["sentinel.prom"]
+
+
+def test_drills_set_the_drill_gauges(pg: TempCluster, db: str, base_env: dict[str, str], tmp_path: Path) -> None:
+    metrics = tmp_path / "sentinel.prom"
+    env = {**base_env, "POSTGRES_DB": db, "METRICS_FILE": str(metrics)}
+    assert cli(env, "backup").code == 0
+    backup = read(metrics)
+
+    assert cli(env, "verify", "latest", "--restore").code == 0
+    item = cli(env, "list", "--json").json()[0]
+    samples = read(metrics)
+    assert value(samples, "drill_success", database=db) == 1
+    assert value(samples, "drill_restore_seconds", database=db) == item["drill"]["restore_seconds"]
+    assert value(samples, "drill_last_timestamp_seconds", database=db) >= ts(item["drill"]["started_at"])
+    for key, old in backup.items():  # a drill alone carries every backup gauge forward unchanged
+        assert samples[key] == old, key
+
+    # A failing drill (the manifest's count altered) turns drill_success to 0 and keeps the last restore time.
+    path = Path(env["BACKUP_DIR"]) / f"{item['artifact']}.manifest.json"
+    doc = json.loads(path.read_text())
+    doc["tables"]["public.t"] = 1
+    path.write_text(json.dumps(doc))
+    assert cli(env, "verify", "latest", "--restore").code == 1
+    failed = read(metrics)
+    assert value(failed, "drill_success", database=db) == 0
+    assert value(failed, "drill_last_timestamp_seconds", database=db) >= value(
+        samples, "drill_last_timestamp_seconds", database=db)
+    assert value(failed, "last_success_timestamp_seconds", database=db) == value(
+        backup, "last_success_timestamp_seconds", database=db)
+
+
+def test_backup_with_restore_drill_reports_both(db: str, base_env: dict[str, str], tmp_path: Path) -> None:
+    metrics = tmp_path / "sentinel.prom"
+    env = {**base_env, "POSTGRES_DB": db, "METRICS_FILE": str(metrics), "VERIFY_AFTER_BACKUP": "restore"}
+    assert cli(env, "backup").code == 0
+    samples = read(metrics)
+    item = cli(env, "list", "--json").json()[0]
+    assert value(samples, "last_run_success") == 1
+    assert value(samples, "result", database=db, destination="local") == 1
+    assert value(samples, "drill_success", database=db) == 1
+    assert value(samples, "drill_restore_seconds", database=db) == item["drill"]["restore_seconds"]
+
+
+def test_unwritable_metrics_file_is_a_warning_only(db: str, base_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**base_env, "POSTGRES_DB": db, "METRICS_FILE": str(tmp_path / "missing-folder" / "sentinel.prom")}
+    result = cli(env, "backup")
+    assert result.code == 0, result.output
+    assert any("[WARN]" in line and "METRICS_FILE" in line for line in result.output.splitlines()), result.output
