@@ -11,11 +11,10 @@ from typing import Any
 
 from . import log
 from .errors import ConfigError, NotFound, SentinelError
-from .manifest import MANIFEST_SUFFIX, Manifest
+from .manifest import DRILL_SUFFIX, MANIFEST_SUFFIX, Manifest
 from .storage.base import Storage
 
 logger = log.get("catalog")
-DRILL_SUFFIX = ".drill.json"  # the drill record beside an artifact (written by drill.Drill)
 DRILL_FIELDS = ("passed", "started_at", "destination", "restore_seconds", "tables_checked", "differences", "checks",
                 "error")
 

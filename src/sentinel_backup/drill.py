@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import log
-from .catalog import DRILL_SUFFIX, Entry
+from .catalog import Entry
 from .config import Settings
 from .errors import ConfigError, SentinelError
+from .manifest import DRILL_SUFFIX
 from .restore import Restorer, compare_counts, quote_ident
 from .source import PSQL_FLAGS, conninfo
 from .storage.base import Storage

@@ -19,6 +19,7 @@ PREFIX = "sentinel_backup_"
 GLOBALS_PREFIX = "sentinel_globals_"
 MANIFEST_SUFFIX = ".manifest.json"
 SHA256_SUFFIX = ".sha256"
+DRILL_SUFFIX = ".drill.json"  # the drill record beside an artifact (written by drill.Drill)
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _STAMP = r"\d{8}T\d{6}Z"
 _NAME = re.compile(rf"^(?:{PREFIX}(?P<db>.+)|{GLOBALS_PREFIX[:-1]})_(?P<stamp>{_STAMP})(?P<ext>\.(?:sql|dump)\S*)$")

@@ -43,7 +43,16 @@ from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError, ObjectLocked, SentinelError
-from .manifest import GLOBALS_PREFIX, MANIFEST_SUFFIX, PREFIX, SHA256_SUFFIX, Manifest, backup_id, parse_name
+from .manifest import (
+    DRILL_SUFFIX,
+    GLOBALS_PREFIX,
+    MANIFEST_SUFFIX,
+    PREFIX,
+    SHA256_SUFFIX,
+    Manifest,
+    backup_id,
+    parse_name,
+)
 from .storage.base import ObjectInfo
 from .storage.local import PARTIAL_SUFFIX
 
@@ -154,7 +163,8 @@ def scan(storage: Store, now: datetime | None = None, *, legacy_database: str | 
     (``sentinel_backup_20251103_030000.sql.gz``); ``now`` is unused and kept for symmetry.
     """
     objects = {info.key: info for info in storage.list() if info.key.startswith((PREFIX, GLOBALS_PREFIX))}
-    bases = {key.removesuffix(MANIFEST_SUFFIX).removesuffix(SHA256_SUFFIX) for key in objects}
+    bases = {key.removesuffix(MANIFEST_SUFFIX).removesuffix(SHA256_SUFFIX).removesuffix(DRILL_SUFFIX)
+             for key in objects}
     # Only names this tool (or its shell predecessor) writes: never touch a stranger's file.
     ours = sorted(b for b in bases if parse_name(b) is not None or _LEGACY_ANY.match(b))
     refs = [_ref(storage, base, objects, legacy_database) for base in ours]
@@ -173,7 +183,8 @@ def _partial(info: ObjectInfo) -> BackupRef:
 
 
 def _ref(storage: Store, base: str, objects: dict[str, ObjectInfo], legacy_db: str | None) -> BackupRef:
-    keys = tuple(k for k in (base + MANIFEST_SUFFIX, base + SHA256_SUFFIX, base) if k in objects)
+    keys = tuple(k for k in (base + MANIFEST_SUFFIX, base + SHA256_SUFFIX, base + DRILL_SUFFIX, base)
+                 if k in objects)
     infos = [objects[k] for k in keys]
     size = sum(i.size for i in infos)
     parsed = parse_name(base)
@@ -187,8 +198,10 @@ def _ref(storage: Store, base: str, objects: dict[str, ObjectInfo], legacy_db: s
         note = "manifest without its artifact"
     elif base in objects:
         note = "artifact without manifest"
-    else:
+    elif base + SHA256_SUFFIX in objects:
         note = ".sha256 without artifact or manifest"
+    else:
+        note = "drill record without artifact or manifest"
     last_seen = max(i.modified for i in infos)
     database = UNKNOWN_DATABASE
     kind: Literal["database", "globals"] = "database"

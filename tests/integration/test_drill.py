@@ -305,8 +305,6 @@ def test_interrupted_drill_leaves_no_scratch_database(pg: TempCluster, big_backu
 
 
 # --- drill records and retention -------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="retention.scan groups <artifact>.drill.json as an 'artifact without manifest' "
-                   "leftover and deletes it once the backup is a day old (fix belongs in retention.py)")
 def test_retention_keeps_a_drill_record_with_its_backup(pg: TempCluster, complex_db: str, base_env: dict[str, str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import UTC, datetime, timedelta
