@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..config import Settings, read_secret_file
 from ..errors import ConfigError
 from .base import Storage
 from .local import LocalStorage
-from .s3 import S3Config, S3Storage
+
+if TYPE_CHECKING:  # boto3 takes a second to import: only when S3 or MinIO is used
+    from .s3 import S3Config, S3Storage
 
 NAMES = ("local", "s3", "minio")
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
@@ -22,9 +25,9 @@ def build_destinations(settings: Settings) -> list[Storage]:
     if settings.local_enabled:
         destinations.append(LocalStorage(settings.backup_dir))
     if settings.s3_enabled:
-        destinations.append(S3Storage(s3_config(settings)))
+        destinations.append(_s3_storage(s3_config(settings)))
     if settings.minio_enabled:
-        destinations.append(S3Storage(minio_config(settings)))
+        destinations.append(_s3_storage(minio_config(settings)))
     if not destinations:
         raise ConfigError("no destination is enabled (LOCAL_ENABLED=false, S3_ENABLED and MINIO_ENABLED off)",
                           "set LOCAL_ENABLED=true, or enable S3 (S3_ENABLED, S3_BUCKET) or MinIO (MINIO_ENABLED, ...)")
@@ -40,14 +43,20 @@ def destination_by_name(settings: Settings, name: str) -> Storage:
     if name == "s3":
         if not settings.s3_enabled and not settings.s3_bucket:
             raise ConfigError("destination s3 is not configured", "set S3_ENABLED=true and S3_BUCKET=s3://bucket/prefix")
-        return S3Storage(s3_config(settings))
+        return _s3_storage(s3_config(settings))
     if name == "minio":
         if not settings.minio_enabled and not settings.minio_bucket:
             raise ConfigError("destination minio is not configured",
                               "set MINIO_ENABLED=true, MINIO_ENDPOINT, MINIO_BUCKET, MINIO_ACCESS_KEY"
                               " and MINIO_SECRET_KEY")
-        return S3Storage(minio_config(settings))
+        return _s3_storage(minio_config(settings))
     raise ConfigError(f"unknown destination {name!r}", f"use one of: {', '.join(NAMES)}")
+
+
+def _s3_storage(config: S3Config) -> S3Storage:
+    from .s3 import S3Storage
+
+    return S3Storage(config)
 
 
 def s3_config(settings: Settings) -> S3Config:
@@ -59,6 +68,8 @@ def s3_config(settings: Settings) -> S3Config:
         raise ConfigError(f"S3_BUCKET must be an s3:// URL (got {url!r})", f"write it as s3://{url.lstrip('/')}")
     bucket, prefix = split_bucket(url.removeprefix("s3://"), "S3_BUCKET", "s3://")
     endpoint = check_endpoint(settings.s3_endpoint_url, "S3_ENDPOINT_URL") if settings.s3_endpoint_url else None
+    from .s3 import S3Config
+
     return S3Config(
         name="s3", bucket=bucket, prefix=prefix, region=settings.s3_region, endpoint_url=endpoint,
         storage_class=check_storage_class(settings.s3_storage_class),
@@ -86,6 +97,8 @@ def minio_config(settings: Settings) -> S3Config:
         assert settings.minio_secret_key_file is not None
         secret = read_secret_file(settings.minio_secret_key_file, "MINIO_SECRET_KEY_FILE")
     bucket, prefix = split_bucket(settings.minio_bucket.removeprefix("s3://"), "MINIO_BUCKET", "")
+    from .s3 import S3Config
+
     return S3Config(
         name="minio", bucket=bucket, prefix=prefix, region=settings.minio_region or "us-east-1",
         endpoint_url=check_endpoint(settings.minio_endpoint, "MINIO_ENDPOINT"),
