@@ -15,13 +15,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from . import __version__, log
 from .config import BackupFormat, Compression, Settings, VerifyMode
 from .errors import BackupFailed, SentinelError, SourceError, StorageError
 from .keys import cipher_from_settings
-from .manifest import CompressionInfo, EncryptionInfo, Manifest, artifact_name, backup_id, checksum_line
+from .manifest import (
+    MANIFEST_SUFFIX,
+    CompressionInfo,
+    EncryptionInfo,
+    Manifest,
+    artifact_name,
+    backup_id,
+    checksum_line,
+)
 from .source import Snapshot, Source, StderrCollector, conninfo, source_error
 from .storage.base import Storage
 from .storage.fanout import FanOut
@@ -98,12 +106,13 @@ class BackupRun:
 
     def __init__(self, settings: Settings, destinations: list[Storage], *, progress: Progress | None = None,
                  stop: threading.Event | None = None, clock: Callable[[], datetime] | None = None,
-                 unusable: dict[str, str] | None = None) -> None:
+                 unusable: dict[str, str] | None = None, cipher: Cipher | bool | None = True) -> None:
+        """``cipher``: True (the default) builds it from the settings; None means no encryption."""
         self.settings = settings
         self.destinations = destinations
         self.unusable = dict(unusable or {})  # enabled destinations that failed before the run: name -> error
         self.source = Source(settings)
-        self.cipher = cipher_from_settings(settings)
+        self.cipher = cipher_from_settings(settings) if cipher is True else cipher or None
         self.progress = progress
         self.stop = stop or threading.Event()
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -144,7 +153,7 @@ class BackupRun:
         s = self.settings
         is_globals = outcome.kind == "globals"
         ext = extension(s, outcome.kind, self.cipher)
-        name = artifact_name(None if is_globals else outcome.database, moment, ext)
+        name = self._unique_name(None if is_globals else outcome.database, moment, ext)
         begin = self.clock()
         t0 = time.monotonic()
         logger.info(f"Dumping {outcome.database}", extra=log.fields(database=outcome.database, artifact=name))
@@ -160,6 +169,17 @@ class BackupRun:
                 fanout, raw, stored = self._dump(name, self.source.command("pg_dump", *args), outcome.kind)
         manifest = self._manifest(outcome, name, begin, time.monotonic() - t0, snap, raw, stored)
         self._commit(outcome, fanout, manifest)
+
+    def _unique_name(self, database: str | None, moment: datetime, ext: str) -> str:
+        """The artifact name for this run, moved on by a second while a backup of the same
+        database already has it (two runs within one second must never share a name)."""
+        for offset in range(3600):
+            name = artifact_name(database, moment + timedelta(seconds=offset), ext)
+            taken = any(dest.stat(name) is not None or dest.stat(name + MANIFEST_SUFFIX) is not None
+                        for dest in self.destinations)
+            if not taken:
+                return name
+        raise BackupFailed(f"no free artifact name for {database or 'globals'} near {moment}", "report this")
 
     def _dump(self, name: str, argv: list[str], kind: str) -> tuple[FanOut, Digest, Digest]:
         s = self.settings
@@ -251,8 +271,10 @@ class BackupRun:
             _abort_quietly(fanout, name)
         by_name = {d.name: d for d in self.destinations}
         for name, writer in fanout.healthy.items():
+            committed = False
             try:
                 writer.commit()
+                committed = True
                 self._check_copy(by_name[name], manifest)
                 by_name[name].put_bytes(manifest.checksum_key, checksum_line(manifest.sha256, manifest.artifact))
                 by_name[name].put_bytes(manifest.manifest_key, manifest.to_json())
@@ -260,7 +282,9 @@ class BackupRun:
                 outcome.failed[name] = exc.message
                 logger.error(f"Destination {name} failed for {manifest.artifact}: {exc.message}",
                              extra=log.fields(destination=name))
-                by_name[name].delete(manifest.artifact)
+                if committed:  # only what this run stored; never a name it could not commit
+                    by_name[name].delete(manifest.checksum_key)
+                    by_name[name].delete(manifest.artifact)
                 continue
             outcome.stored.append(name)
         if not outcome.stored:

@@ -21,6 +21,7 @@ from .catalog import scan as scan_catalog
 from .config import Settings, VerifyMode
 from .drill import Drill, DrillReport
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, SentinelError, StorageError
+from .keys import cipher_from_settings
 from .lock import run_lock
 from .metrics import DatabaseResult, DrillResult, RunMetrics, write_metrics
 from .notify import EventKind, Notifier, RunEvent
@@ -158,12 +159,14 @@ class BackupJobResult:
 def backup_job(settings: Settings, *, stop: threading.Event | None = None,
                progress: Callable[[int], None] | None = None) -> BackupJobResult:
     """One backup run with retention, drills, metrics and notifications around it."""
+    cipher = cipher_from_settings(settings)  # a bad key is a configuration error: before anything is touched
     destinations, unusable = usable_destinations(settings)
     notifier = Notifier.from_settings(settings)
     with run_lock(settings.backup_dir):
         notifier.ping("start")
         try:
-            result = BackupRun(settings, destinations, progress=progress, stop=stop, unusable=unusable).run()
+            result = BackupRun(settings, destinations, progress=progress, stop=stop, unusable=unusable,
+                               cipher=cipher).run()
         except SentinelError as exc:
             notifier.notify(RunEvent(EventKind.BACKUP_FAILED, error=exc.message))
             notifier.ping("fail", exc.message)

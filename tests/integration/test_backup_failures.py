@@ -111,8 +111,9 @@ def test_traceback_only_with_debug(base_env: dict[str, str]) -> None:
     assert bad.code != 0 and "Traceback" in bad.stderr
 
 
-def _pg_dump_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "pg_dump .*--snapshot"], capture_output=True, text=True).stdout
+def _pg_dump_pids(parent: int) -> list[int]:
+    """The pg_dump started by this run only (never another process's on the machine)."""
+    out = subprocess.run(["pgrep", "-P", str(parent), "-x", "pg_dump"], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
 
 
@@ -134,7 +135,9 @@ def test_killed_dump_leaves_nothing(pg: TempCluster, new_db: str, base_env: dict
     else:
         pytest.fail("the dump never started streaming")
     if how == "kill":
-        for pid in _pg_dump_pids():
+        pids = _pg_dump_pids(proc.pid)
+        assert pids, "pg_dump is not a child of the backup process"
+        for pid in pids:
             os.kill(pid, 9)
     else:
         pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sentinel-backup'"

@@ -136,3 +136,27 @@ def test_env_file_and_environment_precedence(pg: TempCluster, complex_db: str, b
     assert result.code == 0, result.output
     files = os.listdir(tmp_path / "from-file")
     assert any(f.endswith(".sql.gz") for f in files), files  # the environment won over the file
+
+
+def test_two_runs_in_the_same_second_keep_both_backups(pg: TempCluster, new_db: str, base_env: dict[str, str]) -> None:
+    """A second run must never overwrite (or, failing, delete) the first run's backup."""
+    from datetime import UTC, datetime
+
+    from sentinel_backup.backup import BackupRun
+    from sentinel_backup.config import settings_from
+    from sentinel_backup.storage.local import LocalStorage
+
+    pg.psql("CREATE TABLE t AS SELECT generate_series(1, 3000) AS n", new_db)
+    settings = settings_from({**base_env, "POSTGRES_DB": new_db})
+    storage = LocalStorage(settings.backup_dir)
+    storage.prepare()
+    moment = datetime(2026, 11, 29, 3, 0, 0, tzinfo=UTC)
+    first = BackupRun(settings, [storage], clock=lambda: moment).run()
+    second = BackupRun(settings, [storage], clock=lambda: moment).run()
+    names = [o.manifest.artifact for o in (*first.outcomes, *second.outcomes) if o.manifest]
+    assert len(names) == 2 and names[0] != names[1], names
+    assert names[1].endswith("20261129T030001Z.sql.gz")
+    listed = cli({**base_env, "POSTGRES_DB": new_db}, "list", "--json").json()
+    assert sorted(i["artifact"] for i in listed) == sorted(names)
+    for name in names:
+        assert cli({**base_env, "POSTGRES_DB": new_db}, "verify", name).code == 0

@@ -25,7 +25,11 @@ def _check_key(key: str) -> None:
 
 
 class LocalWriter:
-    def __init__(self, folder: Path, key: str) -> None:
+    """Writes ``.<key>.partial``; commit renames it. An artifact never replaces an existing
+    file (a backup is never overwritten); sidecars (drill records) may be replaced."""
+
+    def __init__(self, folder: Path, key: str, *, replace: bool = True) -> None:
+        self.replace = replace
         self.final = folder / key
         self.temp = folder / f".{key}{PARTIAL_SUFFIX}"
         fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -48,8 +52,16 @@ class LocalWriter:
             os.fsync(self.file.fileno())
             self.file.close()
             self.file = None
-            os.replace(self.temp, self.final)
+            if self.replace:
+                os.replace(self.temp, self.final)
+            else:
+                os.link(self.temp, self.final)  # fails if the name exists: no-clobber, still atomic
+                self.temp.unlink()
             _fsync_dir(self.final.parent)
+        except FileExistsError:
+            self.abort()
+            raise StorageError(f"local: {self.final} already exists; a backup is never overwritten",
+                               "run the backup again") from None
         except OSError as exc:
             self.abort()
             raise StorageError(f"local: cannot store {self.final}: {exc.strerror}",
@@ -99,7 +111,7 @@ class LocalStorage:
     def open_writer(self, key: str, *, artifact: bool = True) -> LocalWriter:
         _check_key(key)
         try:
-            return LocalWriter(self.folder, key)
+            return LocalWriter(self.folder, key, replace=not artifact)
         except OSError as exc:
             raise StorageError(f"local: cannot create a file in {self.folder}: {exc.strerror}",
                                "check that BACKUP_DIR exists and is writable") from None
