@@ -18,6 +18,17 @@ EXTENSIONS = {Compression.GZIP: ".gz", Compression.ZSTD: ".zst", Compression.NON
 _GZIP_WBITS = 31  # zlib's "gzip container" window bits
 
 
+DECODE_SLICE = 64 * 1024  # input per decompress call: dumps compress up to ~50x, so output stays a few MiB
+
+
+def slices(data: bytes, size: int = DECODE_SLICE) -> list[bytes | memoryview]:
+    """``data`` cut into pieces of at most ``size`` bytes (no copy)."""
+    if len(data) <= size:
+        return [data]
+    view = memoryview(data)
+    return [view[i:i + size] for i in range(0, len(data), size)]
+
+
 def isal_level(gzip_level: int) -> int:
     """Map gzip's 1-9 onto ISA-L's 0-3 (higher still means smaller and slower)."""
     return 0 if gzip_level <= 1 else 1 if gzip_level <= 3 else 2 if gzip_level <= 6 else 3
@@ -54,6 +65,10 @@ class _GzipDecompressor:
         self.in_member = False
 
     def write(self, data: bytes) -> None:
+        for piece in slices(data):
+            self._write(piece)
+
+    def _write(self, data: bytes | memoryview) -> None:
         while data:
             self.in_member = True
             try:
@@ -84,12 +99,14 @@ class _ZstdDecompressor:
 
     def write(self, data: bytes) -> None:
         self.seen = True
-        try:
-            out = self.engine.decompress(data)
-        except zstandard.ZstdError as exc:
-            raise VerifyFailed(f"zstd data is corrupt: {exc}", "the artifact is damaged; use another backup") from None
-        if out:
-            self.downstream.write(out)
+        for piece in slices(data):
+            try:
+                out = self.engine.decompress(piece)
+            except zstandard.ZstdError as exc:
+                raise VerifyFailed(f"zstd data is corrupt: {exc}",
+                                   "the artifact is damaged; use another backup") from None
+            if out:
+                self.downstream.write(out)
 
     def close(self) -> None:
         if not self.seen or not self.engine.eof:
