@@ -173,12 +173,11 @@ class Restorer:
         proc = self.source.popen(tool, *args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         errors = StderrCollector(proc)
         assert proc.stdin is not None
-        stored, _head, _raw, _tail = decode_chain(manifest, reading_cipher(manifest, self.settings),
-                                                 _Feed(proc.stdin))
+        decoder = decode_chain(manifest, reading_cipher(manifest, self.settings), _Feed(proc.stdin))
         try:
             with storage.open_reader(manifest.artifact) as reader:
-                pump(reader, stored, progress=self.progress)
-            if stored.sha256 != manifest.sha256:
+                decoder.feed(reader, self.progress)
+            if decoder.stored.sha256 != manifest.sha256:
                 raise VerifyFailed(f"{manifest.artifact} changed while it was read", "restore it again")
             proc.stdin.close()  # end of input: psql commits its single transaction now
             code = proc.wait()
@@ -211,11 +210,10 @@ class Restorer:
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
-                stored, _head, _raw, _tail = decode_chain(manifest, reading_cipher(manifest, self.settings),
-                                                          FileSink(out))
+                decoder = decode_chain(manifest, reading_cipher(manifest, self.settings), FileSink(out))
                 with storage.open_reader(manifest.artifact) as reader:
-                    pump(reader, stored, progress=self.progress)
-            if stored.sha256 != manifest.sha256:
+                    decoder.feed(reader, self.progress)
+            if decoder.stored.sha256 != manifest.sha256:
                 raise VerifyFailed(f"{manifest.artifact} changed while it was read", "restore it again")
             yield path
         finally:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO
 
 from .config import Compression, Settings
 from .errors import ConfigError, SentinelError, VerifyFailed
 from .keys import cipher_for_manifest
 from .manifest import Manifest
 from .storage.base import Storage
-from .streams.base import NullSink, Sink, pump
+from .streams.base import Handoff, NullSink, Sink, pump
 from .streams.compress import decompressor
 from .streams.crypto import Cipher
 from .streams.digest import Digest
@@ -72,15 +73,35 @@ def reading_cipher(manifest: Manifest, settings: Settings) -> Cipher | None:
     return cipher_for_manifest(manifest.encryption.method, manifest.encryption.key_id, settings)
 
 
-def decode_chain(manifest: Manifest, cipher: Cipher | None, end: Sink) -> tuple[Digest, Sink, Digest, Tail]:
-    """stored bytes -> Digest(stored) -> decrypt -> decompress -> Tail -> Digest(raw) -> end."""
+@dataclass
+class Decoder:
+    """stored bytes -> stored (Digest) -> decrypt -> decompress -> | thread | -> Tail -> raw (Digest) -> end.
+
+    The raw hash and the end sink run in their own thread (a Handoff), so decoding and
+    hashing use two cores."""
+
+    stored: Digest
+    raw: Digest
+    tail: Tail
+    handoff: Handoff
+
+    def feed(self, reader: IO[bytes], progress: Callable[[int], None] | None = None) -> None:
+        """Pump reader through the chain and close it; on any error stop the thread."""
+        try:
+            pump(reader, self.stored, progress=progress)
+        except BaseException:
+            self.handoff.abort()
+            raise
+
+
+def decode_chain(manifest: Manifest, cipher: Cipher | None, end: Sink) -> Decoder:
     raw = Digest(end)
     tail = Tail(raw)
-    inner = decompressor(Compression(manifest.compression.algorithm), tail)
+    handoff = Handoff(tail)
+    inner: Sink = decompressor(Compression(manifest.compression.algorithm), handoff)
     if cipher is not None:
         inner = cipher.decryptor(inner)
-    stored = Digest(inner)
-    return stored, inner, raw, tail
+    return Decoder(Digest(inner), raw, tail, handoff)
 
 
 def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key: str | None = None,
@@ -99,15 +120,14 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
     except ConfigError as exc:
         cipher, report.checks = None, [*report.checks, Check("key", False, str(exc))]
     can_decode = manifest.encryption is None or (cipher is not None and cipher.can_decrypt)
-    raw: Digest | None = None
-    tail: Tail | None = None
-    if can_decode:
-        stored, _head, raw, tail = decode_chain(manifest, cipher, NullSink())
-    else:
-        stored = Digest(NullSink())
+    decoder = decode_chain(manifest, cipher, NullSink()) if can_decode else None
+    stored = decoder.stored if decoder else Digest(NullSink())
     try:
         with storage.open_reader(key) as reader:
-            pump(reader, stored, progress=progress)
+            if decoder:
+                decoder.feed(reader, progress)
+            else:
+                pump(reader, stored, progress=progress)
     except VerifyFailed as exc:
         report.checks.append(Check("sha256", stored.sha256 == manifest.sha256 and stored.size == manifest.size_bytes,
                                    _sha_detail(stored.sha256, manifest.sha256)))
@@ -118,9 +138,10 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
         return report
     report.checks.append(Check("sha256", stored.sha256 == manifest.sha256, _sha_detail(stored.sha256, manifest.sha256)))
     report.checks.extend(_sidecar(storage, manifest, key))
-    if raw is None or tail is None:
+    if decoder is None:
         report.checks.append(Check("decode", True, "not decrypted: set AGE_IDENTITY_FILE to check the content too"))
         return report
+    raw, tail = decoder.raw, decoder.tail
     report.checks.append(Check("raw", raw.sha256 == manifest.raw_sha256 and raw.size == manifest.raw_size_bytes,
                                f"{raw.size} bytes after decoding, manifest says {manifest.raw_size_bytes}"))
     if manifest.format == "plain":

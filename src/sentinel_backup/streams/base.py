@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable
 from typing import IO, BinaryIO, Protocol
 
@@ -51,3 +53,55 @@ def pump(reader: IO[bytes], sink: Sink, *, chunk: int = CHUNK, progress: Callabl
             progress(len(data))
     sink.close()
     return total
+
+
+_END = object()
+
+
+class Handoff:
+    """Runs the rest of a chain in its own thread, fed through a small queue.
+
+    Hashing and (de)compression release the GIL, so the stages before and after a handoff
+    use two cores. An error in the thread is raised by the next ``write`` or by ``close``;
+    ``abort`` stops the thread when the chain is abandoned halfway.
+    """
+
+    def __init__(self, downstream: Sink, depth: int = 4) -> None:
+        self.downstream = downstream
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="handoff", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is _END:
+                break
+            if self.error is None:
+                try:
+                    self.downstream.write(item)  # type: ignore[arg-type]
+                except BaseException as exc:
+                    self.error = exc
+        if self.error is None:
+            try:
+                self.downstream.close()
+            except BaseException as exc:
+                self.error = exc
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(bytes(data))
+
+    def close(self) -> None:
+        self.queue.put(_END)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        if self.thread.is_alive():
+            self.error = self.error or RuntimeError("aborted")
+            self.queue.put(_END)
+            self.thread.join()
