@@ -17,7 +17,7 @@ from ..errors import StorageError
 from .base import ObjectWriter
 
 _DONE = b""
-QUEUE_CHUNKS = 8  # per destination: 8 x 1 MiB chunks at most
+QUEUE_CHUNKS = 4  # per destination: 4 x 1 MiB chunks at most
 
 
 @dataclass

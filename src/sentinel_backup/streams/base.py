@@ -66,7 +66,7 @@ class Handoff:
     ``abort`` stops the thread when the chain is abandoned halfway.
     """
 
-    def __init__(self, downstream: Sink, depth: int = 4) -> None:
+    def __init__(self, downstream: Sink, depth: int = 2) -> None:
         self.downstream = downstream
         self.queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
