@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from . import log
@@ -26,14 +26,14 @@ from .lock import run_lock
 from .metrics import DatabaseResult, DrillResult, RunMetrics, write_metrics
 from .notify import EventKind, Notifier, RunEvent
 from .restore import pick_copy
-from .retention import ApplyResult, RetentionPlan, RetentionPolicy, apply, plan, scan
+from .retention import DEFAULT_GRACE, ApplyResult, RetentionPlan, RetentionPolicy, apply, plan, scan
 from .storage.base import Storage
 from .storage.local import LocalStorage
 from .storage.registry import build_destinations
 
 logger = log.get("jobs")
 LAST_RUN_FILE = ".sentinel-last-run.json"
-LEFTOVER_GRACE = timedelta(hours=24)
+
 
 
 def usable_destinations(settings: Settings) -> tuple[list[Storage], dict[str, str]]:
@@ -212,7 +212,7 @@ def prune_job(settings: Settings, destinations: list[Storage] | None = None, *, 
         results.append((the_plan, applied))
         abort_stale = getattr(dest, "abort_stale_uploads", None)
         if callable(abort_stale) and not dry_run:  # multipart uploads a crashed run could not abort
-            aborted = abort_stale(LEFTOVER_GRACE)
+            aborted = abort_stale(DEFAULT_GRACE)
             if aborted:
                 logger.info(f"Aborted {aborted} stale multipart upload(s) on {dest.name}")
     removed = sum(a.counts().get("removed", 0) for _, a in results)
