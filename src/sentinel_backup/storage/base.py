@@ -71,3 +71,14 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object; missing is not an error."""
         ...
+
+
+def put_via_writer(storage: Storage, key: str, data: bytes) -> ObjectInfo:
+    """``put_bytes`` for any backend: one sidecar written through its atomic writer."""
+    writer = storage.open_writer(key, artifact=False)
+    try:
+        writer.write(data)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ConfigError, NotFound, StorageError
-from .base import ObjectInfo
+from .base import ObjectInfo, put_via_writer
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -117,13 +117,7 @@ class LocalStorage:
                                "check that BACKUP_DIR exists and is writable") from None
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
-        writer = self.open_writer(key, artifact=False)
-        try:
-            writer.write(data)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.commit()
+        return put_via_writer(self, key, data)
 
     def open_reader(self, key: str) -> BinaryIO:
         _check_key(key)

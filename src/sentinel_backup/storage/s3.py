@@ -37,7 +37,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from ..errors import NotFound, ObjectLocked, StorageError
-from .base import ObjectInfo
+from .base import ObjectInfo, put_via_writer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -200,13 +200,7 @@ class S3Storage:
         return S3Writer(self, key, self.artifact_args() if artifact else {})
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
-        writer = self.open_writer(key, artifact=False)
-        try:
-            writer.write(data)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.commit()
+        return put_via_writer(self, key, data)
 
     def open_reader(self, key: str) -> BinaryIO:
         return io.BufferedReader(S3Reader(self, key), buffer_size=1024 * 1024)

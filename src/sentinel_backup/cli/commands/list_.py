@@ -9,17 +9,9 @@ import typer
 
 from ...catalog import scan
 from ...drill import newest_record
+from ...notify import human_size
 from ...storage.registry import build_destinations
 from ..app import app, emit, state
-
-
-def human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 @app.command("list")
@@ -47,6 +39,7 @@ def list_backups(
         enc = m.encryption.method if m.encryption else "-"
         drill = drills[e.id]
         drilled = "-" if drill is None else "passed" if drill.get("passed") else "FAILED"
-        emit(f"{m.id:<48} {m.created_at:%Y-%m-%d %H:%M:%S}  {human(m.size_bytes):>10} {human(m.raw_size_bytes):>10}"
+        size, raw = human_size(m.size_bytes), human_size(m.raw_size_bytes)
+        emit(f"{m.id:<48} {m.created_at:%Y-%m-%d %H:%M:%S}  {size:>10} {raw:>10}"
              f" {enc:<12} {drilled:<7} {','.join(sorted(e.locations))}")
     return 0
