@@ -123,12 +123,11 @@ class Drill:
         return report
 
     def _hash_differences(self, manifest_hashes: dict[str, str] | None, database: str) -> dict[str, Any]:
-        expected = manifest_hashes
-        if expected is None:
+        if manifest_hashes is None:
             return {}
         actual = self.restorer.source.table_hashes(database)
         return {f"{name} (content)": {"manifest": a, "restored": b}
-                for name, (a, b) in compare_counts(expected, actual).items()}
+                for name, (a, b) in compare_counts(manifest_hashes, actual).items()}
 
     def _user_check(self, sql: str, database: str) -> dict[str, Any]:
         try:
