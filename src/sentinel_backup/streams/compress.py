@@ -114,13 +114,13 @@ class _ZstdDecompressor:
         self.downstream.close()
 
 
-def compressor(algorithm: Compression, level: int, downstream: Sink, *, threads: int = 0) -> Sink:
+def compressor(algorithm: Compression, level: int, downstream: Sink, *, threads: int = 1) -> Sink:
     """A stage that compresses into downstream."""
     if algorithm is Compression.GZIP:
         return _ZlibLike(isal_zlib.compressobj(isal_level(level), isal_zlib.DEFLATED, _GZIP_WBITS),
                          downstream, decompress=False)
     if algorithm is Compression.ZSTD:
-        cctx = zstandard.ZstdCompressor(level=level, threads=threads if threads > 0 else -1, write_checksum=True)
+        cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
         return _ZlibLike(cctx.compressobj(), downstream, decompress=False)
     return downstream
 
