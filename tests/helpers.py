@@ -64,3 +64,19 @@ def schema_dump(pg: TempCluster, database: str) -> str:
 def large_objects(pg: TempCluster, database: str) -> str:
     return pg.psql("SELECT string_agg(encode(lo_get(oid), 'escape'), '|' ORDER BY oid) FROM pg_largeobject_metadata",
                    database)
+
+
+def big_database(pg: TempCluster, name: str, rows: int) -> str:
+    """A fresh database with one table of ``rows`` rows of ~80 bytes (1.2 M rows ~ 150 MB dumped)."""
+    pg.psql(f"DROP DATABASE IF EXISTS {name}")
+    pg.psql(f"CREATE DATABASE {name}")
+    pg.psql("CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a, md5((g * 3)::text) AS b"
+            f" FROM generate_series(1, {rows}) g", name)
+    return name
+
+
+def reap(process: subprocess.Popen[Any]) -> None:
+    """Kill a child a test started, if it still runs (for ``finally`` blocks)."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from sentinel_backup.demo.cluster import TempCluster
-from tests.helpers import cli, load
+from tests.helpers import big_database, cli, load, reap
 
 
 @pytest.fixture
@@ -231,11 +231,7 @@ def test_failed_drill_after_backup_fails_the_run(pg: TempCluster, complex_db: st
 @pytest.fixture(scope="module")
 def big_db(pg: TempCluster) -> Any:
     """About 150 MB of rows, so a restore takes a few seconds."""
-    name = "drill_big"
-    pg.psql(f"DROP DATABASE IF EXISTS {name}")
-    pg.psql(f"CREATE DATABASE {name}")
-    pg.psql("CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a, md5((g * 3)::text) AS b"
-            " FROM generate_series(1, 1200000) g", name)
+    name = big_database(pg, "drill_big", 1_200_000)
     yield name
     pg.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", check=False)
 
@@ -279,9 +275,7 @@ def test_interrupted_drill_leaves_no_scratch_database(pg: TempCluster, big_backu
         process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
 
     assert process.returncode == (130 if signum == signal.SIGTERM else -signal.SIGKILL), stdout + stderr
     assert "PASSED" not in stdout

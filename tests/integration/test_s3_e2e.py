@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from sentinel_backup.demo.cluster import TempCluster
-from tests.helpers import Result, assert_same_data, cli, load
+from tests.helpers import Result, assert_same_data, cli, load, reap
 from tests.plugins.s3 import WeedServer
 
 AWS_ISOLATION = ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED", "AWS_PROFILE")
@@ -268,9 +268,7 @@ def test_s3_server_killed_mid_upload(pg: TempCluster, new_db: str, env: dict[str
             proc.send_signal(signal.SIGCONT)
         stdout, stderr = proc.communicate(timeout=300)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     result = Result(proc.returncode, stdout, stderr)
     assert result.code == 3, result.output
     assert "Destination s3 failed" in result.output and bucket in result.output

@@ -21,18 +21,14 @@ from pathlib import Path
 import pytest
 
 from sentinel_backup.demo.cluster import TempCluster
-from tests.helpers import cli
+from tests.helpers import big_database, cli, reap
 from tests.unit.test_lock import probe
 
 
 @pytest.fixture
 def big_db(pg: TempCluster) -> Iterator[str]:
     """Large enough (about 100 MB of dump) that its dump is still running when SIGTERM comes."""
-    name = "schedule_big"
-    pg.psql(f"DROP DATABASE IF EXISTS {name}")
-    pg.psql(f"CREATE DATABASE {name}")
-    pg.psql("CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a, md5((g * 3)::text) AS b"
-            " FROM generate_series(1, 800000) g", name)
+    name = big_database(pg, "schedule_big", 800_000)
     yield name
     pg.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", check=False)
 
@@ -64,9 +60,7 @@ def test_schedule_runs_a_backup_and_stops_cleanly_on_sigterm_mid_dump(pg: TempCl
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
 
     assert process.returncode == 0, output
     assert "SIGTERM received" in output

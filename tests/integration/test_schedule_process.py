@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import reap
 from tests.unit.test_lock import probe
 
 # A scheduler whose clock starts half a second before 03:00, so both jobs fall due at once.
@@ -84,9 +85,7 @@ def test_signal_mid_backup_removes_the_partial_file_and_exits_0(tmp_path: Path, 
         process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
 
     assert process.returncode == 0, stderr
     assert f"{signum.name} received" in stderr
@@ -104,9 +103,7 @@ def test_two_due_jobs_run_in_order_then_sigterm_while_idle_exits_0(tmp_path: Pat
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
 
     assert process.returncode == 0, stderr
     assert (work / "backup-done").exists()
