@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from . import log
 from .catalog import Entry
@@ -223,12 +223,12 @@ class Restorer:
 class _Feed:
     """Sink into a child's stdin that turns a dead child into a clear error."""
 
-    def __init__(self, stdin: object) -> None:
+    def __init__(self, stdin: IO[bytes]) -> None:
         self.stdin = stdin
 
     def write(self, data: bytes) -> None:
         try:
-            self.stdin.write(data)  # type: ignore[attr-defined]
+            self.stdin.write(data)
         except BrokenPipeError:
             raise RestoreFailed("the restore program stopped reading (see its error below)") from None
 
