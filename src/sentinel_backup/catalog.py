@@ -1,20 +1,38 @@
 """What backups exist: manifests found on every destination, merged by id.
 
 A backup is listed only when its manifest is present (the commit point); artifacts
-without one are incomplete leftovers, left to retention.
+without one are incomplete leftovers, left to retention. The one exception, on request
+(``legacy=True``: ``list``, ``verify``, ``restore``): files of the original shell version
+(``sentinel_backup_<db>_<YYYYMMDD_HHMMSS>.sql.gz[.enc]``, recognised by name as retention does)
+are listed as *legacy* entries with a description synthesized from the name and the stored
+size. Nothing else about them is known (no SHA-256 unless a ``.sha256`` file lies beside them,
+no row counts), so ``latest`` never picks one: they are taken by name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import log
 from .errors import ConfigError, NotFound, SentinelError
-from .manifest import DRILL_SUFFIX, MANIFEST_SUFFIX, Manifest
-from .storage.base import Storage
+from .manifest import (
+    DRILL_SUFFIX,
+    MANIFEST_SUFFIX,
+    CompressionInfo,
+    EncryptionInfo,
+    Manifest,
+    is_legacy_name,
+    parse_legacy_name,
+)
+from .storage.base import ObjectInfo, Storage
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 logger = log.get("catalog")
+UNKNOWN_DATABASE = "(unknown)"
+LEGACY_TOOL = "shell scripts (legacy)"
 DRILL_FIELDS = ("passed", "started_at", "destination", "restore_seconds", "tables_checked", "differences", "checks",
                 "error")
 
@@ -27,6 +45,7 @@ class Entry:
     manifest: Manifest
     locations: dict[str, str] = field(default_factory=dict)
     drills: dict[str, str] = field(default_factory=dict)
+    legacy: bool = False  # a shell-version file without manifest: ``manifest`` is synthesized from its name
 
     @property
     def id(self) -> str:
@@ -35,6 +54,8 @@ class Entry:
     def to_json(self, drill: dict[str, Any] | None = None) -> dict[str, Any]:
         """The listing of this backup; ``drill`` is its newest drill record (None: never drilled)."""
         m = self.manifest
+        if self.legacy:
+            return self._legacy_json()
         doc: dict[str, Any] = {
             "id": m.id, "kind": m.kind, "database": m.database,
             "created_at": m.created_at.isoformat().replace("+00:00", "Z"),
@@ -47,8 +68,24 @@ class Entry:
             "tables": len(m.tables) if m.tables is not None else None,
             "drilled": drill is not None,
             "drill": {k: drill.get(k) for k in DRILL_FIELDS} if drill is not None else None,
+            "legacy": False,
         }
         return doc
+
+    def _legacy_json(self) -> dict[str, Any]:
+        """The same keys; what a shell-version file cannot tell is null."""
+        m = self.manifest
+        return {
+            "id": m.id, "kind": m.kind, "database": m.database,
+            "created_at": m.created_at.isoformat().replace("+00:00", "Z"),
+            "size_bytes": m.size_bytes, "raw_size_bytes": None, "sha256": None,
+            "format": m.format, "compression": m.compression.algorithm,
+            "encryption": {"method": m.encryption.method, "key_id": None} if m.encryption else None,
+            "destinations": sorted(self.locations),
+            "locations": {name: {"path" if name == "local" else "key": key} for name, key in self.locations.items()},
+            "artifact": m.artifact, "duration_seconds": None, "tables": None, "drilled": False, "drill": None,
+            "legacy": True,
+        }
 
 
 @dataclass
@@ -59,12 +96,19 @@ class Catalog:
     def find(self, wanted: str, database: str | None = None) -> Entry:
         """A backup by id, or ``latest`` (of ``database`` when given)."""
         pool = [e for e in self.entries if database is None or e.manifest.database == database]
-        if wanted == "latest":
+        if wanted == "latest":  # the newest backup with a manifest: a legacy file is only taken by name
+            legacy = [e for e in pool if e.legacy]
+            pool = [e for e in pool if not e.legacy]
             pool = [e for e in pool if e.manifest.kind == "database"] or pool
             databases = {e.manifest.database for e in pool}
             if len(databases) > 1 and database is None:
                 raise ConfigError(f"`latest` is ambiguous: there are backups of {', '.join(sorted(databases))}",
                                   "add --database NAME or give a backup id (sentinel-backup list)")
+            if not pool and legacy:
+                raise NotFound("no backup with a manifest found" + (f" of {database}" if database else "")
+                               + f"; only {len(legacy)} legacy file(s) of the shell version",
+                               f"`latest` never picks a legacy file: give it by name, e.g. {legacy[0].id}"
+                               " (see `sentinel-backup list`)")
             if not pool:
                 raise NotFound("no backups found" + (f" of {database}" if database else ""),
                                "run `sentinel-backup backup` first, or check BACKUP_DIR / the bucket")
@@ -75,13 +119,22 @@ class Catalog:
         raise NotFound(f"no backup with id {wanted!r}", "run `sentinel-backup list` to see the ids")
 
 
-def scan(destinations: list[Storage], *, strict: bool = True) -> Catalog:
-    """Read every manifest on every destination, newest first."""
+def legacy_database(settings: Settings) -> str | None:
+    """The database of legacy files whose name carries none: POSTGRES_DB when it names exactly one
+    (the same rule as ``prune``)."""
+    return settings.databases[0] if len(settings.databases) == 1 and not settings.all_databases else None
+
+
+def scan(destinations: list[Storage], *, strict: bool = True, legacy: bool = False,
+         legacy_db: str | None = None) -> Catalog:
+    """Read every manifest on every destination, newest first. With ``legacy``, files of the
+    shell version are listed too (``legacy_db``: the database of those whose name has none)."""
     merged: dict[str, Entry] = {}
     errors: dict[str, str] = {}
     for storage in destinations:
         try:
-            listed = {o.key for o in storage.list()}
+            objects = {o.key: o for o in storage.list()}
+            listed = set(objects)
         except SentinelError as exc:
             if strict and len(destinations) == 1:
                 raise
@@ -98,5 +151,26 @@ def scan(destinations: list[Storage], *, strict: bool = True) -> Catalog:
             entry.locations[storage.name] = manifest.artifact
             if manifest.artifact + DRILL_SUFFIX in listed:
                 entry.drills[storage.name] = manifest.artifact + DRILL_SUFFIX
+        if legacy:
+            for key in sorted(k for k in listed if is_legacy_name(k) and k + MANIFEST_SUFFIX not in listed):
+                entry = merged.setdefault(key, Entry(legacy_manifest(objects[key], legacy_db), legacy=True))
+                entry.locations[storage.name] = key
     entries = sorted(merged.values(), key=lambda e: (e.manifest.created_at, e.id), reverse=True)
     return Catalog(entries, errors)
+
+
+def legacy_manifest(info: ObjectInfo, database: str | None = None) -> Manifest:
+    """What is known of a shell-version file, in the shape of a manifest: name, time (from the
+    name, else the file's mtime), stored size, gzip, AES when it ends in ``.enc``. Unknown: the
+    SHA-256 (empty), the raw size (0), the row counts (None). Never written anywhere."""
+    db, moment = parse_legacy_name(info.key)
+    created = moment or info.modified
+    encrypted = info.key.endswith(".enc")
+    return Manifest(
+        id=info.key, database=db or database or UNKNOWN_DATABASE, artifact=info.key, created_at=created,
+        finished_at=created, duration_seconds=0.0, tool_version=LEGACY_TOOL, hostname="",
+        compression=CompressionInfo(algorithm="gzip", level=0),
+        encryption=EncryptionInfo(method="aes-256-cbc", key_id="") if encrypted else None,
+        raw_size_bytes=0, raw_sha256="", size_bytes=info.size, sha256="", tables=None,
+    )
+

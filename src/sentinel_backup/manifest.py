@@ -24,6 +24,13 @@ STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _STAMP = r"\d{8}T\d{6}Z"
 _NAME = re.compile(rf"^(?:{PREFIX}(?P<db>.+)|{GLOBALS_PREFIX[:-1]})_(?P<stamp>{_STAMP})(?P<ext>\.(?:sql|dump)\S*)$")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+# Files of the original shell version (``sentinel_backup_<db>_<YYYYMMDD_HHMMSS>.sql.gz[.enc]``, no
+# manifest). The database and the date are optional: old scripts wrote other variants.
+_LEGACY = re.compile(
+    rf"^{PREFIX}(?:(?P<db>.+?)_)?(?P<date>\d{{4}}-?\d{{2}}-?\d{{2}})"
+    r"(?:[_T-]?(?P<time>\d{2}[-:]?\d{2}[-:]?\d{2}))?\.sql\.gz(?:\.enc)?$"
+)
+_LEGACY_ANY = re.compile(rf"^{PREFIX}.+\.sql\.gz(?:\.enc)?$")
 
 
 class CompressionInfo(BaseModel):
@@ -124,6 +131,25 @@ def parse_name(key: str) -> tuple[str | None, datetime] | None:
     if match is None:
         return None
     moment = datetime.strptime(match.group("stamp"), STAMP_FORMAT).replace(tzinfo=UTC)
+    return match.group("db"), moment
+
+
+def is_legacy_name(key: str) -> bool:
+    """A name the shell version wrote (and this tool never does): ``sentinel_backup_*.sql.gz[.enc]``
+    without this tool's UTC stamp."""
+    return parse_name(key) is None and _LEGACY_ANY.match(key) is not None
+
+
+def parse_legacy_name(name: str) -> tuple[str | None, datetime | None]:
+    """(database, UTC time) from a shell-version file name; either may be unknown."""
+    match = _LEGACY.match(name)
+    if match is None:
+        return None, None
+    digits = re.sub(r"\D", "", match.group("date") + (match.group("time") or "000000"))
+    try:
+        moment = datetime.strptime(digits, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        moment = None
     return match.group("db"), moment
 
 

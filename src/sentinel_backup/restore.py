@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -31,7 +31,7 @@ from .storage.base import Storage
 from .storage.local import LocalStorage
 from .streams.base import FileSink, NullSink, pump
 from .streams.digest import Digest
-from .verify import decode_chain, reading_cipher
+from .verify import decode_chain, prove_legacy, reading_cipher
 
 logger = log.get("restore")
 V = TypeVar("V")
@@ -122,7 +122,10 @@ class Restorer:
                               "or choose another --target-db")
         if not exists and not create:
             raise ConfigError(f"database {target} does not exist", "pass --create to create it")
-        self.check_stored(storage, manifest)
+        if entry.legacy:  # no manifest: prove the file in full first, and pin the SHA-256 it was read with
+            entry = replace(entry, manifest=prove_legacy(storage, manifest, self.settings))
+        else:
+            self.check_stored(storage, manifest)
         scratch = (target[: 63 - len(SCRATCH_SUFFIX)] + SCRATCH_SUFFIX)
         t0 = time.monotonic()
         with self.scratch_database(scratch):

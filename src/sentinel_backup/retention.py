@@ -34,7 +34,6 @@ Semantics (the contract the tests check):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,8 +50,10 @@ from .manifest import (
     SHA256_SUFFIX,
     Manifest,
     backup_id,
+    is_legacy_name,
     parse_name,
 )
+from .manifest import parse_legacy_name as _legacy_name
 from .storage.base import ObjectInfo
 from .storage.local import PARTIAL_SUFFIX
 
@@ -61,11 +62,6 @@ if TYPE_CHECKING:
 
 DEFAULT_GRACE = timedelta(hours=24)
 UNKNOWN_DATABASE = "(unknown)"
-_LEGACY = re.compile(
-    rf"^{PREFIX}(?:(?P<db>.+?)_)?(?P<date>\d{{4}}-?\d{{2}}-?\d{{2}})"
-    r"(?:[_T-]?(?P<time>\d{2}[-:]?\d{2}[-:]?\d{2}))?\.sql\.gz(?:\.enc)?$"
-)
-_LEGACY_ANY = re.compile(rf"^{PREFIX}.+\.sql\.gz(?:\.enc)?$")
 
 
 class Store(Protocol):
@@ -166,7 +162,7 @@ def scan(storage: Store, now: datetime | None = None, *, legacy_database: str | 
     bases = {key.removesuffix(MANIFEST_SUFFIX).removesuffix(SHA256_SUFFIX).removesuffix(DRILL_SUFFIX)
              for key in objects}
     # Only names this tool (or its shell predecessor) writes: never touch a stranger's file.
-    ours = sorted(b for b in bases if parse_name(b) is not None or _LEGACY_ANY.match(b))
+    ours = sorted(b for b in bases if parse_name(b) is not None or is_legacy_name(b))
     refs = [_ref(storage, base, objects, legacy_database) for base in ours]
     partials: Callable[[], Iterable[ObjectInfo]] | None = getattr(storage, "list_partials", None)
     if partials is not None:
@@ -190,7 +186,7 @@ def _ref(storage: Store, base: str, objects: dict[str, ObjectInfo], legacy_db: s
     parsed = parse_name(base)
     if base + MANIFEST_SUFFIX in objects and base in objects:
         return _from_manifest(storage, base, keys, objects)
-    if base in objects and parsed is None and _LEGACY_ANY.match(base):
+    if base in objects and is_legacy_name(base):
         database, moment = _legacy_name(base)
         return BackupRef(id=base, database=database or legacy_db or UNKNOWN_DATABASE,
                          created_at=moment or objects[base].modified, keys=keys, legacy=True, size=size)
@@ -232,19 +228,6 @@ def _from_manifest(storage: Store, base: str, keys: tuple[str, ...], objects: di
         problem = f"damaged: artifact is {objects[base].size} bytes, manifest says {manifest.size_bytes}"
     return BackupRef(id=manifest.id, database=manifest.database, created_at=created, keys=keys,
                      good=not problem, kind=manifest.kind, size=size, note=problem)
-
-
-def _legacy_name(name: str) -> tuple[str | None, datetime | None]:
-    """(database, UTC time) from a shell-version file name; either may be unknown."""
-    match = _LEGACY.match(name)
-    if match is None:
-        return None, None
-    digits = re.sub(r"\D", "", match.group("date") + (match.group("time") or "000000"))
-    try:
-        moment = datetime.strptime(digits, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        moment = None
-    return match.group("db"), moment
 
 
 # --- plan ---------------------------------------------------------------------------------

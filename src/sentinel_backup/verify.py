@@ -4,6 +4,10 @@ Checks, in one streaming pass: stored size and SHA-256 against the manifest; the
 the data can be decrypted, full decompression, raw size and raw SHA-256, and for plain
 dumps pg_dump's own end-of-dump marker. Used by ``verify`` and by ``backup`` before it
 writes the manifest (the commit point).
+
+Legacy files of the shell version have no manifest: ``verify_legacy`` checks what can be
+checked without one (full decompression, end-of-dump marker, MIN_BACKUP_SIZE, and the
+``.sha256`` file the shell version wrote beside it, when present).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import IO
 from .config import Compression, Settings
 from .errors import ConfigError, SentinelError, VerifyFailed
 from .keys import cipher_for_manifest
-from .manifest import Manifest
+from .manifest import SHA256_SUFFIX, Manifest
 from .storage.base import Storage
 from .streams.base import Handoff, NullSink, Sink, pump
 from .streams.compress import decompressor
@@ -56,6 +60,8 @@ class CopyReport:
     destination: str
     key: str
     checks: list[Check] = field(default_factory=list)
+    stored_sha256: str = ""  # of the bytes read (legacy files: the only record of them there is)
+    stored_size: int = 0
 
     @property
     def ok(self) -> bool:
@@ -162,3 +168,77 @@ def _sidecar(storage: Storage, manifest: Manifest, key: str) -> list[Check]:
     text = storage.read_bytes(sidecar).decode(errors="replace").split()
     ok = bool(text) and text[0] == manifest.sha256
     return [Check("sha256-file", ok, f"{sidecar} " + ("agrees" if ok else "disagrees with the manifest"))]
+
+
+# --- legacy files of the shell version ---------------------------------------------------
+def verify_legacy(storage: Storage, manifest: Manifest, settings: Settings, *, key: str | None = None,
+                  progress: Callable[[int], None] | None = None) -> CopyReport:
+    """Every check a shell-version file allows (``manifest`` is synthesized by the catalog):
+    MIN_BACKUP_SIZE, decryption with ENCRYPTION_KEY_PATH for ``.enc``, gzip integrity by full
+    decompression, pg_dump's end-of-dump marker, and ``<file>.sha256`` when the shell version
+    left one. Never raises for a bad file."""
+    key = key or manifest.artifact
+    report = CopyReport(storage.name, key)
+    info = storage.stat(key)
+    if info is None:
+        report.checks.append(Check("exists", False, f"{key} is missing"))
+        return report
+    minimum = settings.min_backup_size
+    big_enough = not minimum or info.size >= minimum
+    report.checks.append(Check("size", big_enough, f"{info.size} bytes stored" + (
+        "" if not minimum else f", MIN_BACKUP_SIZE is {minimum}" if big_enough else
+        f", less than MIN_BACKUP_SIZE {minimum} (set MIN_BACKUP_SIZE=0 if the database really is that small)")))
+    cipher: Cipher | None = None
+    if manifest.encryption is not None:
+        try:
+            cipher = cipher_for_manifest(manifest.encryption.method, "", settings)
+        except ConfigError as exc:
+            report.checks.append(Check("key", False, f"encrypted by the shell version and cannot be read: {exc}"
+                                       " (set ENCRYPTION_KEY_PATH to the key file it was made with)"))
+    decoder = decode_chain(manifest, cipher, NullSink()) if manifest.encryption is None or cipher else None
+    stored = decoder.stored if decoder else Digest(NullSink())
+    try:
+        with storage.open_reader(key) as reader:
+            if decoder:
+                decoder.feed(reader, progress)
+            else:
+                pump(reader, stored, progress=progress)
+    except VerifyFailed as exc:
+        report.checks.append(Check("decode", False, f"{exc.message} (the file is truncated or damaged)"))
+        return report
+    except SentinelError as exc:
+        report.checks.append(Check("read", False, exc.message))
+        return report
+    report.stored_sha256, report.stored_size = stored.sha256, stored.size
+    report.checks.extend(_legacy_sidecar(storage, key, stored.sha256))
+    if decoder is not None:
+        what = "decrypted and decompressed" if cipher else "decompressed"
+        report.checks.append(Check("decode", True, f"{what} in full: {decoder.raw.size} bytes of SQL"))
+        complete = decoder.tail.complete()
+        report.checks.append(Check("complete", complete, "pg_dump end-of-dump marker"
+                                   + (" present" if complete else " missing: the dump is truncated")))
+    return report
+
+
+def _legacy_sidecar(storage: Storage, key: str, sha256: str) -> list[Check]:
+    """``<file>.sha256`` (``sha256sum`` output: hash, then the name) must match the bytes read."""
+    sidecar = key + SHA256_SUFFIX
+    if storage.stat(sidecar) is None:
+        return [Check("sha256-file", True, f"no {sidecar}: nothing recorded to compare with")]
+    text = storage.read_bytes(sidecar).decode(errors="replace").split()
+    recorded = text[0].lower() if text else ""
+    ok = recorded == sha256
+    return [Check("sha256-file", ok, f"sha256 {sha256[:16]}... " + (
+        f"matches {sidecar}" if ok else f"!= {sidecar} ({recorded[:16] or 'empty'}...)"))]
+
+
+def prove_legacy(storage: Storage, manifest: Manifest, settings: Settings,
+                 progress: Callable[[int], None] | None = None) -> Manifest:
+    """Verify a legacy file in full before it is restored; the description with the SHA-256 and
+    size just read, so the restore pass can tell if the file changed in between."""
+    report = verify_legacy(storage, manifest, settings, progress=progress)
+    if not report.ok:
+        detail = "; ".join(f"{c.name}: {c.detail}" for c in report.failures)
+        raise VerifyFailed(f"{storage.name}:{manifest.artifact} cannot be restored: {detail}",
+                           "restore another backup; `sentinel-backup verify NAME` shows every check")
+    return manifest.model_copy(update={"sha256": report.stored_sha256, "size_bytes": report.stored_size})

@@ -104,8 +104,10 @@ def test_two_years_of_backups_on_a_real_bucket(pg: TempCluster, bucket_env: dict
     main, retired, legacy = made["main"], made["retired"], made["legacy"]
     assert isinstance(main, dict) and isinstance(retired, dict) and isinstance(legacy, dict)
     before = keys(s3_server, s3_bucket)
-    listed = cli(env, "list", "--json").json()
-    assert len(listed) == 1 + len(main) + len(retired)  # no legacy object, no leftover is a listed backup
+    everything = cli(env, "list", "--json").json()
+    listed = [i for i in everything if not i["legacy"]]
+    assert len(listed) == 1 + len(main) + len(retired)  # no leftover is a listed backup
+    assert {i["id"] for i in everything if i["legacy"]} == set(legacy.values())  # shell files: marked legacy
     assert all(i["destinations"] == ["minio", "s3"] for i in listed)
 
     # expected, per destination: within its days, the newest of each database, legacy within its days

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ... import log
-from ...catalog import scan
+from ...catalog import legacy_database, scan
 from ...errors import ConfigError
 from ...restore import Restorer, pick_copy
 from ...storage.registry import build_destinations
@@ -33,13 +33,14 @@ def restore(
     if not target_db:
         raise ConfigError("--target-db is required", "name the database to restore into: --target-db NAME")
     destinations = build_destinations(settings)
-    entry = scan(destinations).find(backup_id, database)
+    entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings)).find(backup_id, database)
     storage = pick_copy(entry, destinations, source)
     with progress_bar("restoring", entry.manifest.size_bytes) as progress:
         result = Restorer(settings, progress=progress).restore(entry, storage, target_db, create=create,
                                                                clean=clean, jobs=jobs)
     tables = len(result.actual)
-    verdict = "match the manifest" if result.counts_match else "were not recorded (globals)"
+    verdict = ("match the manifest" if result.counts_match else "not checked: a legacy file of the shell version "
+               "records none (row-count check skipped)" if entry.legacy else "were not recorded (globals)")
     emit(f"Restored {entry.id} from {storage.name} into {target_db} in {result.seconds:.1f} s; "
          f"row counts of {tables} tables {verdict}.")
     logger.info("Restore completed", extra=log.fields(backup=entry.id, target=target_db, seconds=result.seconds,

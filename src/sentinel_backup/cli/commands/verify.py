@@ -8,17 +8,17 @@ from typing import Annotated
 import typer
 
 from ... import log
-from ...catalog import Entry, scan
+from ...catalog import Entry, legacy_database, scan
 from ...config import Settings
 from ...drill import Drill
-from ...errors import EXIT_FAILURE, NotFound
+from ...errors import EXIT_FAILURE, ConfigError, NotFound
 from ...jobs import metrics_for, publish_metrics
 from ...lock import run_lock
 from ...notify import EventKind, Notifier, RunEvent
 from ...restore import pick_copy
 from ...storage.base import Storage
 from ...storage.registry import build_destinations
-from ...verify import verify_copy
+from ...verify import verify_copy, verify_legacy
 from ..app import app, emit, progress_bar, state
 
 logger = log.get("cli")
@@ -37,16 +37,24 @@ def verify(
     """Check SHA-256, size and full decompression of a backup's copies (and with --restore, a drill)."""
     settings = state(ctx).settings()
     destinations = build_destinations(settings)
-    entry = scan(destinations).find(backup_id, database)
+    entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings)).find(backup_id, database)
+    if restore and entry.legacy:
+        raise ConfigError(f"{entry.id} is a legacy file of the shell version: it has no row counts to drill against",
+                          f"verify it without --restore, or restore it: sentinel-backup restore {entry.id} "
+                          "--target-db NAME --create")
     if restore:
         return _drill(settings, entry, pick_copy(entry, destinations, destination))
     targets = [d for d in destinations if d.name in entry.locations and destination in (None, d.name)]
     if not targets:
         raise NotFound(f"{entry.id} has no copy on {destination}", f"it is on: {', '.join(sorted(entry.locations))}")
     failed = 0
+    if entry.legacy:
+        emit(f"{entry.id}: legacy file of the shell version, no manifest: checking size, gzip integrity "
+             "(full decompression), the end-of-dump marker and its .sha256 file when present")
+    verify_one = verify_legacy if entry.legacy else verify_copy
     for storage in targets:
         with progress_bar(f"verifying {storage.name}", entry.manifest.size_bytes) as progress:
-            report = verify_copy(storage, entry.manifest, settings, progress=progress)
+            report = verify_one(storage, entry.manifest, settings, progress=progress)
         for check in report.checks:
             emit(f"{storage.name}: {check.name:<12} {'ok' if check.ok else 'FAILED':<7} {check.detail}")
         if report.ok:
