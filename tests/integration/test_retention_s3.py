@@ -152,8 +152,8 @@ def test_two_years_of_backups_on_a_real_bucket(pg: TempCluster, bucket_env: dict
 
     survivors = {d: {i["id"] for i in cli(env, "list", "--json", "--destination", d).json()} for d in PREFIXES}
     for destination, days in (("s3", S3_DAYS), ("minio", DAYS)):
-        assert survivors[destination] == ({made["real"], retired[400]}
-                                          | {main[k] for k in main if k < days}), destination
+        assert survivors[destination] == ({made["real"], retired[400]} | {main[k] for k in main if k < days}
+                                          | {legacy[k] for k in LEGACY_AGES if k < days}), destination
     newest = cli(env, "verify", made["real"], "--destination", "s3")  # the newest good backup, whole
     assert newest.code == 0, newest.output
 
