@@ -7,6 +7,7 @@ sees a half-written file under its final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -38,11 +39,16 @@ class LocalWriter:
 
     def write(self, data: bytes) -> None:
         assert self.file is not None, "write after commit/abort"
+        view = memoryview(data)
         try:
-            self.file.write(data)
+            while view:  # an unbuffered write may be short (a full disk): write the rest, or get its error
+                view = view[self.file.write(view):]
         except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                self.abort()  # remove the partial file now: the free space reported is then the real one
+                raise no_space(self.final.parent, exc) from None
             raise StorageError(f"local: cannot write {self.temp}: {exc.strerror}",
-                               "free space in BACKUP_DIR or choose another folder") from None
+                               "check BACKUP_DIR (permissions, file system errors)") from None
         self.size += len(data)
 
     def commit(self) -> ObjectInfo:
@@ -64,6 +70,8 @@ class LocalWriter:
                                "run the backup again") from None
         except OSError as exc:
             self.abort()
+            if exc.errno in _NO_SPACE:
+                raise no_space(self.final.parent, exc) from None
             raise StorageError(f"local: cannot store {self.final}: {exc.strerror}",
                                "check free space and permissions of BACKUP_DIR") from None
         return ObjectInfo(self.final.name, self.size, datetime.now(UTC))
@@ -75,6 +83,23 @@ class LocalWriter:
             self.file = None
         with contextlib.suppress(FileNotFoundError):
             self.temp.unlink()
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space(folder: Path, exc: OSError) -> StorageError:
+    """ENOSPC / EDQUOT as what it is, with the free space left once the partial file is gone
+    (a short write is never taken for a smaller backup)."""
+    what = "disk quota exceeded" if exc.errno == errno.EDQUOT else "no space left on device"
+    try:
+        stats = os.statvfs(folder)
+        free = f"{stats.f_bavail * stats.f_frsize} bytes free"
+    except OSError:
+        free = "free space unknown"
+    return StorageError(f"local: {what} (BACKUP_DIR {folder}, {free})",
+                        "free space in BACKUP_DIR (or raise the quota), or set BACKUP_DIR to a larger file system;"
+                        " the partial file was removed and nothing was committed")
 
 
 def _fsync_dir(folder: Path) -> None:
