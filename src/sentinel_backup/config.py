@@ -66,6 +66,7 @@ class WebhookFormat(StrEnum):
 class VerifyMode(StrEnum):
     NONE = "none"
     INTEGRITY = "integrity"
+    REREAD = "reread"
     RESTORE = "restore"
 
 
@@ -123,7 +124,9 @@ class Settings(BaseSettings):
     min_backup_size: int = Field(1024, ge=0, validation_alias=_env("MIN_BACKUP_SIZE"))
     """Smallest acceptable stored artifact in bytes for a database that has rows; 0 disables the check."""
     verify_after_backup: VerifyMode = Field(VerifyMode.INTEGRITY, validation_alias=_env("VERIFY_AFTER_BACKUP"))
-    """`integrity` re-reads each copy before commit; `restore` also runs a restore drill; `none` skips the re-read."""
+    """`integrity` decodes the stream while it is stored, then checks each durable copy's SHA-256 before commit;
+    `reread` also decodes each copy again in full; `restore` is `integrity` plus a restore drill; `none` only checks
+    sizes."""
     pg_dump_options: str = Field("", validation_alias=_env("PG_DUMP_OPTIONS"))
     """Extra pg_dump arguments, split like a shell would (e.g. `--exclude-table=audit.*`)."""
     globals_enabled: bool | None = Field(None, validation_alias=_env("BACKUP_GLOBALS"))

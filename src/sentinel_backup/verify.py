@@ -1,9 +1,14 @@
-"""Re-read a stored copy and prove it is what the manifest says.
+"""Prove that stored bytes are what the manifest says, while writing and after.
 
-Checks, in one streaming pass: stored size and SHA-256 against the manifest; then, when
-the data can be decrypted, full decompression, raw size and raw SHA-256, and for plain
-dumps pg_dump's own end-of-dump marker. Used by ``verify`` and by ``backup`` before it
-writes the manifest (the commit point).
+- :class:`StreamCheck` decodes the stored bytes *while they are written* (decrypt,
+  decompress, raw SHA-256, pg_dump's end-of-dump marker) in its own threads, so a backup
+  knows that its stream decodes to exactly what pg_dump produced without a second
+  decoding pass. ``backup`` then re-reads each durable copy once and compares only its
+  size and SHA-256 with the stored hash computed in-stream (:func:`check_stored`).
+- :func:`verify_copy` is the full re-read: stored size and SHA-256 against the manifest;
+  then, when the data can be decrypted, full decompression, raw size and raw SHA-256, and
+  for plain dumps the end marker. Used by ``verify``, and by ``backup`` with
+  ``VERIFY_AFTER_BACKUP=reread``.
 
 Legacy files of the shell version have no manifest: ``verify_legacy`` checks what can be
 checked without one (full decompression, end-of-dump marker, MIN_BACKUP_SIZE, and the
@@ -101,13 +106,102 @@ class Decoder:
 
 
 def decode_chain(manifest: Manifest, cipher: Cipher | None, end: Sink) -> Decoder:
+    return decoder_for(Compression(manifest.compression.algorithm), cipher, end)
+
+
+def decoder_for(compression: Compression, cipher: Cipher | None, end: Sink) -> Decoder:
     raw = Digest(end)
     tail = Tail(raw)
     handoff = Handoff(tail)
-    inner: Sink = decompressor(Compression(manifest.compression.algorithm), handoff)
+    inner: Sink = decompressor(compression, handoff)
     if cipher is not None:
         inner = cipher.decryptor(inner)
     return Decoder(Digest(inner), raw, tail, handoff)
+
+
+class StreamCheck:
+    """The decoding half of verification, run on the bytes while they are being stored.
+
+    ``sink`` receives a copy of every stored chunk (after encryption when ``cipher`` can
+    decrypt; otherwise the compressed bytes before encryption, e.g. age without
+    AGE_IDENTITY_FILE on the backup host) and decodes it in its own thread behind a queue
+    of two chunks, so memory stays bounded and the producer only waits when decoding
+    falls behind. :meth:`checks` then compares what it decoded with the producer's raw
+    digest. A decoding error surfaces as :class:`VerifyFailed` from the stream's next
+    write or its close, which stops the backup before anything is committed.
+    """
+
+    def __init__(self, compression: Compression, cipher: Cipher | None, *, end_marker: bool) -> None:
+        self.decrypts = cipher is not None
+        self.end_marker = end_marker
+        self.decoder = decoder_for(compression, cipher, NullSink())
+        self._queue = Handoff(_Decoding(self.decoder.stored), depth=2)
+
+    @property
+    def sink(self) -> Sink:
+        return self._queue
+
+    def abort(self) -> None:
+        self._queue.abort()
+        self.decoder.handoff.abort()
+
+    def checks(self, raw: Digest, stored: Digest | None) -> list[Check]:
+        """What the in-stream decode proved; call after the stream was closed."""
+        decoded = self.decoder.raw
+        result = [Check("raw", decoded.sha256 == raw.sha256 and decoded.size == raw.size,
+                        f"in-stream decode gave {decoded.size} bytes, sha256 {decoded.sha256[:16]}..., "
+                        f"producer wrote {raw.size} bytes, sha256 {raw.sha256[:16]}...")]
+        if stored is not None and self.decrypts:
+            seen = self.decoder.stored
+            result.append(Check("stream", seen.sha256 == stored.sha256 and seen.size == stored.size,
+                                "the decoder saw every stored byte" if seen.sha256 == stored.sha256
+                                else "the decoder saw other bytes than were stored"))
+        if self.end_marker:
+            done = self.decoder.tail.complete()
+            result.append(Check("complete", done, "pg_dump end-of-dump marker"
+                                + (" present" if done else " missing: the dump is truncated")))
+        return result
+
+
+class _Decoding:
+    """Turns any failure of the decode chain into one VerifyFailed: the backup must not commit."""
+
+    def __init__(self, downstream: Sink) -> None:
+        self.downstream = downstream
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.downstream.write(data)
+        except Exception as exc:
+            raise _undecodable(exc) from exc
+
+    def close(self) -> None:
+        try:
+            self.downstream.close()
+        except Exception as exc:
+            raise _undecodable(exc) from exc
+
+
+def _undecodable(exc: Exception) -> VerifyFailed:
+    detail = exc.message if isinstance(exc, SentinelError) else f"{type(exc).__name__}: {exc}"
+    return VerifyFailed(f"in-stream verification failed: the stored stream does not decode ({detail})",
+                        "nothing was committed; run the backup again, and report it if it repeats")
+
+
+def check_stored(storage: Storage, manifest: Manifest, *, key: str | None = None) -> Check:
+    """Re-read a durable copy once and compare its size and SHA-256 with the manifest's
+    (cheap: no decoding). Equal hashes mean the copy holds the bytes the in-stream check
+    decoded."""
+    key = key or manifest.artifact
+    digest = Digest(NullSink())
+    try:
+        with storage.open_reader(key) as reader:
+            pump(reader, digest)
+    except SentinelError as exc:
+        return Check("read", False, exc.message)
+    ok = digest.sha256 == manifest.sha256 and digest.size == manifest.size_bytes
+    return Check("sha256", ok, f"{digest.size} bytes stored (manifest {manifest.size_bytes}); "
+                 + _sha_detail(digest.sha256, manifest.sha256))
 
 
 def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key: str | None = None,

@@ -39,6 +39,27 @@ class FileSink:
         self.file.close()
 
 
+class Tee:
+    """Writes every chunk to each downstream in turn; close() closes them all, raising the first error."""
+
+    def __init__(self, *downstreams: Sink) -> None:
+        self.downstreams = downstreams
+
+    def write(self, data: bytes) -> None:
+        for sink in self.downstreams:
+            sink.write(data)
+
+    def close(self) -> None:
+        first: BaseException | None = None
+        for sink in self.downstreams:
+            try:
+                sink.close()
+            except BaseException as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+
 def pump(reader: IO[bytes], sink: Sink, *, chunk: int = CHUNK, progress: Callable[[int], None] | None = None) -> int:
     """Copy reader into sink chunk by chunk, then close the sink. Returns bytes read."""
     total = 0
