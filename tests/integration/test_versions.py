@@ -82,8 +82,9 @@ def test_upgrade_by_restore_into_18(sample: tuple[TempCluster, str], request: py
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "backups"
     assert cli(env_for(old, database, folder), "backup").code == 0
+    [item] = cli(env_for(old, database, folder), "list", "--json").json()
     target = f"{database}_on18"
-    restored = cli(env_for(new, "postgres", folder), "restore", "latest", "--target-db", target, "--create")
+    restored = cli(env_for(new, "postgres", folder), "restore", item["id"], "--target-db", target, "--create")
     assert restored.code == 0, restored.output
     try:
         expected = content(old, database)
