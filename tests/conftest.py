@@ -10,6 +10,7 @@ import pytest
 
 pytest_plugins = [
     "tests.plugins.pg",
+    "tests.plugins.pgversions",
     "tests.plugins.s3",
     "tests.plugins.webhook",
 ]

@@ -123,6 +123,8 @@ class BackupRun:
     def run(self) -> RunResult:
         started = self.clock()
         t0 = time.monotonic()
+        tools = self.source.matched_tools()  # before anything else: exit 2 when pg_dump is older than the server
+        logger.debug(f"Client tools: {tools.describe()}")
         databases = self.source.resolve_databases()
         logger.info("Backup process started", extra=log.fields(
             databases=",".join(databases), destinations=",".join(d.name for d in self.destinations),

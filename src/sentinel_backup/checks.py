@@ -148,7 +148,7 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
         return f"PostgreSQL {version}; databases: {', '.join(databases)}"
 
     results.append(_attempt("source", server))
-    results.append(_attempt("pg_dump", lambda: source.tool_version("pg_dump")))
+    results.append(_attempt("pg_dump", lambda: source.matched_tools().describe()))
 
     def encryption() -> str:
         cipher = cipher_from_settings(settings)

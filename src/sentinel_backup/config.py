@@ -106,7 +106,9 @@ class Settings(BaseSettings):
     docker_bin: str = Field("docker", validation_alias=_env("DOCKER_BIN"))
     """The container CLI used with POSTGRES_CONTAINER (docker, podman, nerdctl)."""
     pg_bin_dir: Path | None = Field(None, validation_alias=_env("PG_BIN_DIR"))
-    """Directory of pg_dump/psql/pg_restore for direct mode (default: first on PATH)."""
+    """Folder of pg_dump/psql/pg_restore for direct mode, used or refused as it is. Default: the distribution folder
+    for the server's major version (`/usr/lib/postgresql/<major>/bin`, `/usr/pgsql-<major>/bin`), then newer ones,
+    then PATH; a pg_dump older than the server is refused (exit 2)."""
 
     # --- backup -----------------------------------------------------------------
     backup_dir: Path = Field(validation_alias=_env("BACKUP_DIR"))

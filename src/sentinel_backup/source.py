@@ -13,14 +13,17 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from .config import Settings
 from .errors import SourceError
+from .pgtools import ToolChoice, check_container, choose_local, layout_dirs
 
 _TOOLS = {"pg_dump", "pg_dumpall", "psql", "pg_restore"}
 
@@ -80,6 +83,7 @@ class Source:
 
     settings: Settings
     _password: str | None = field(default=None, init=False, repr=False)
+    _tools: ToolChoice | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._password = self.settings.password()
@@ -106,8 +110,26 @@ class Source:
         if self.container:
             passed = [opt for name in self._child_env() for opt in ("-e", name)]
             return [s.docker_bin, "exec", "-i", *passed, self.container, tool, *conn, *args]
-        binary = str(s.pg_bin_dir / tool) if s.pg_bin_dir else tool
+        if connect and tool != "psql":
+            self.matched_tools()  # pg_dump / pg_dumpall / pg_restore must suit the server
+        folder = self._tools.bin_dir if self._tools is not None else s.pg_bin_dir or _fallback_psql_dir(tool)
+        binary = str(folder / tool) if folder else tool
         return [binary, *conn, *args]
+
+    def matched_tools(self) -> ToolChoice:
+        """The client tools for this server, chosen once (see pgtools): ToolsTooOld (exit 2)
+        when none is new enough."""
+        if self._tools is None:
+            server = self.server_version_num()
+            if self.container:
+                self._tools = check_container(server, self.tool_version("pg_dump"), self.container)
+            else:
+                self._tools = choose_local(server, self.settings.pg_bin_dir)
+        return self._tools
+
+    def server_version_num(self) -> str:
+        """``server_version_num`` of the server (e.g. ``180006``), through psql."""
+        return self.run("psql", *PSQL_FLAGS, "-d", conninfo("postgres"), "-c", "SHOW server_version_num").strip()
 
     def _child_env(self) -> dict[str, str]:
         extra = {"PGAPPNAME": "sentinel-backup", "PGCONNECT_TIMEOUT": os.environ.get("PGCONNECT_TIMEOUT", "15")}
@@ -147,7 +169,7 @@ class Source:
         return out.decode()
 
     def tool_version(self, tool: str = "pg_dump") -> str:
-        """``pg_dump --version`` (inside the container in container mode)."""
+        """``<tool> --version`` of the tool that would run (inside the container in container mode)."""
         proc = self.spawn(self.command(tool, "--version", connect=False))
         out, err = proc.communicate()
         if proc.returncode != 0:
@@ -198,6 +220,15 @@ class Source:
 
 
 PSQL_FLAGS = ("-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1")
+
+
+def _fallback_psql_dir(tool: str) -> Path | None:
+    """Before the tools are chosen only psql runs (to ask the server's version): from PATH,
+    else from the newest distribution folder."""
+    if shutil.which(tool):
+        return None
+    found = [d for d in layout_dirs(0) if (d / tool).is_file()]
+    return found[-1] if found else None
 
 
 @dataclass(frozen=True)
