@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from .config import Compression, Settings
-from .errors import ConfigError, SentinelError, VerifyFailed
+from .errors import ConfigError, Interrupted, SentinelError, VerifyFailed
 from .keys import cipher_for_manifest
 from .manifest import Manifest
 from .storage.base import Storage
@@ -106,7 +106,8 @@ def decode_chain(manifest: Manifest, cipher: Cipher | None, end: Sink) -> Decode
 
 def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key: str | None = None,
                 progress: Callable[[int], None] | None = None) -> CopyReport:
-    """Every check we can make of one stored copy; never raises for a bad copy."""
+    """Every check we can make of one stored copy; never raises for a bad copy. ``progress``
+    is called per chunk read; it may raise Interrupted to stop the re-read, which propagates."""
     key = key or manifest.artifact
     report = CopyReport(storage.name, key)
     info = storage.stat(key)
@@ -128,6 +129,8 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
                 decoder.feed(reader, progress)
             else:
                 pump(reader, stored, progress=progress)
+    except Interrupted:
+        raise  # a stop request (from ``progress``) is not a finding about the copy
     except VerifyFailed as exc:
         report.checks.append(Check("sha256", stored.sha256 == manifest.sha256 and stored.size == manifest.size_bytes,
                                    _sha_detail(stored.sha256, manifest.sha256)))
