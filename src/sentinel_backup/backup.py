@@ -5,6 +5,11 @@ For each database: export a snapshot and read row counts in it, run ``pg_dump
 every destination, commit each copy, re-read it, and only then write the ``.sha256``
 and the manifest (the commit point). A dump that fails, is killed or is truncated, or
 a copy that does not verify, never gets a manifest.
+
+A stop request (SIGTERM/SIGINT, or the scheduler's stop event) is honoured in every phase
+(see ``interrupt``): the children are stopped, the unfinished copies removed or aborted,
+and the run ends with ``RunResult.interrupted`` set (exit 130). A copy whose manifest was
+already written is a complete backup and stays; nothing else of that backup does.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from datetime import UTC, datetime, timedelta
 
 from . import __version__, log
 from .config import BackupFormat, Compression, Settings, VerifyMode
-from .errors import BackupFailed, SentinelError, SourceError, StorageError
+from .errors import BackupFailed, Interrupted, SentinelError, SourceError, StorageError
+from .interrupt import Stopper, stop_children
 from .keys import cipher_from_settings
 from .manifest import (
     MANIFEST_SUFFIX,
@@ -31,7 +37,7 @@ from .manifest import (
     checksum_line,
 )
 from .source import Snapshot, Source, StderrCollector, conninfo, source_error
-from .storage.base import Storage
+from .storage.base import ObjectWriter, Storage
 from .storage.fanout import FanOut
 from .streams.base import Sink, Tee, pump
 from .streams.compress import EXTENSIONS, compressor
@@ -64,6 +70,7 @@ class RunResult:
     outcomes: list[Outcome]
     started: datetime
     duration: float
+    interrupted: Interrupted | None = None  # set when a stop request ended the run
 
     @property
     def failed(self) -> list[Outcome]:
@@ -72,10 +79,6 @@ class RunResult:
     @property
     def partial(self) -> bool:
         return any(o.ok and o.failed for o in self.outcomes)
-
-
-class Interrupted(BackupFailed):
-    """The run was asked to stop (SIGTERM)."""
 
 
 def stream_compression(settings: Settings, kind: str) -> Compression:
@@ -105,7 +108,7 @@ class BackupRun:
     """A configured run: source, destinations and cipher resolved before any dump starts."""
 
     def __init__(self, settings: Settings, destinations: list[Storage], *, progress: Progress | None = None,
-                 stop: threading.Event | None = None, clock: Callable[[], datetime] | None = None,
+                 stop: threading.Event | Stopper | None = None, clock: Callable[[], datetime] | None = None,
                  unusable: dict[str, str] | None = None, cipher: Cipher | bool | None = True) -> None:
         """``cipher``: True (the default) builds it from the settings; None means no encryption."""
         self.settings = settings
@@ -114,18 +117,31 @@ class BackupRun:
         self.source = Source(settings)
         self.cipher = cipher_from_settings(settings) if cipher is True else cipher or None
         self.progress = progress
-        self.stop = stop or threading.Event()
+        self.stopper = stop if isinstance(stop, Stopper) else Stopper(stop)
+        self.stop = self.stopper.event
+        self.source.on_spawn = self.stopper.adopt  # a stop request ends pg_dump / psql at once
+        self.interrupted: Interrupted | None = None
         self.clock = clock or (lambda: datetime.now(UTC))
         self.extra_args = shlex.split(settings.pg_dump_options)
         if not destinations:
             raise BackupFailed("no destination is enabled", "set LOCAL_ENABLED=true, S3_ENABLED or MINIO_ENABLED")
 
     def run(self) -> RunResult:
+        with self.stopper.watching():
+            return self._run()
+
+    def _run(self) -> RunResult:
         started = self.clock()
         t0 = time.monotonic()
-        tools = self.source.matched_tools()  # before anything else: exit 2 when pg_dump is older than the server
-        logger.debug(f"Client tools: {tools.describe()}")
-        databases = self.source.resolve_databases()
+        try:
+            self.stopper.check("the backup")
+            tools = self.source.matched_tools()  # before anything else: exit 2 when pg_dump is older than the server
+            logger.debug(f"Client tools: {tools.describe()}")
+            databases = self.source.resolve_databases()
+        except Exception:
+            if self.stopper.settle():
+                raise self.stopper.error("the backup") from None
+            raise
         logger.info("Backup process started", extra=log.fields(
             databases=",".join(databases), destinations=",".join(d.name for d in self.destinations),
             format=self.settings.backup_format.value, compression=self.settings.compression.value,
@@ -135,19 +151,31 @@ class BackupRun:
             outcomes.append(self._guarded(database, "database", started))
         if self.settings.dump_globals:
             outcomes.append(self._guarded("globals", "globals", started))
-        return RunResult(outcomes, started, time.monotonic() - t0)
+        return RunResult(outcomes, started, time.monotonic() - t0, self.interrupted)
 
     def _guarded(self, database: str, kind: str, moment: datetime) -> Outcome:
         outcome = Outcome(database, kind, failed=dict(self.unusable))
-        if self.stop.is_set():
+        if self.stopper.requested:
             outcome.error = "not started: the run was interrupted"
+            self.interrupted = self.interrupted or self.stopper.error("the backup")
             return outcome
         try:
             self._one(outcome, moment)
-        except SentinelError as exc:
-            outcome.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-            logger.error(f"Backup of {database} failed: {exc.message}", extra=log.fields(database=database,
-                                                                                          hint=exc.hint or ""))
+        except Exception as exc:
+            # Whatever failed while a stop was requested failed because of it (pg_dump or psql
+            # killed by the same process-group signal, say): an interruption, not a failure.
+            if not self.stopper.settle() and not isinstance(exc, Interrupted):
+                if not isinstance(exc, SentinelError):
+                    raise
+                outcome.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+                logger.error(f"Backup of {database} failed: {exc.message}", extra=log.fields(
+                    database=database, hint=exc.hint or ""))
+                return outcome
+            self.interrupted = self.interrupted or self.stopper.error("the backup")
+            kept = f"; {outcome.manifest.artifact} is complete on {', '.join(outcome.stored)} and stays" \
+                if outcome.manifest and outcome.stored else "; nothing of it was committed"
+            outcome.error = f"interrupted{kept}"
+            logger.warning(f"Backup of {database} interrupted{kept}", extra=log.fields(database=database))
         return outcome
 
     # --- one database ---------------------------------------------------------------
@@ -159,6 +187,7 @@ class BackupRun:
         begin = self.clock()
         t0 = time.monotonic()
         logger.info(f"Dumping {outcome.database}", extra=log.fields(database=outcome.database, artifact=name))
+        self.stopper.check()
         if is_globals:
             snap = None
             argv = self.source.command("pg_dumpall", "--globals-only")
@@ -169,7 +198,12 @@ class BackupRun:
                 fmt = ["-F", "c", *custom_compression_args(s)] if custom else ["-F", "p"]
                 args = ["--snapshot", snap.id, *fmt, *self.extra_args, "-d", conninfo(outcome.database)]
                 fanout, raw, stored = self._dump(name, self.source.command("pg_dump", *args), outcome.kind)
-        manifest = self._manifest(outcome, name, begin, time.monotonic() - t0, snap, raw, stored)
+        try:
+            self.stopper.check()
+            manifest = self._manifest(outcome, name, begin, time.monotonic() - t0, snap, raw, stored)
+        except BaseException:
+            fanout.abort()
+            raise
         self._commit(outcome, fanout, manifest)
 
     def _unique_name(self, database: str | None, moment: datetime, ext: str) -> str:
@@ -193,7 +227,7 @@ class BackupRun:
             for writer in writers.values():
                 writer.abort()
             raise
-        fanout = FanOut(writers)
+        fanout = FanOut(writers, check=self.stopper.check)
         check = self._stream_check(kind)
         taps_stored = check is not None and check.decrypts
         stored = Digest(Tee(fanout, check.sink) if check is not None and taps_stored else fanout)
@@ -203,14 +237,19 @@ class BackupRun:
         raw = Digest(compressor(stream_compression(s, kind), s.effective_compression_level(), inner,
                                 threads=s.compression_threads))
         logger.debug("Running " + " ".join(argv))
-        proc = self.source.spawn(argv)
+        try:
+            self.stopper.check()
+            proc = self.source.spawn(argv)
+        except BaseException:
+            fanout.abort()
+            raise
         errors = StderrCollector(proc)
         try:
             assert proc.stdout is not None
             pump(proc.stdout, raw, progress=self._tick)
             code = proc.wait()
         except BaseException:
-            proc.kill()
+            stop_children([proc])  # SIGINT first: pg_dump then cancels its query on the server
             proc.wait()
             if check is not None:
                 check.abort()
@@ -220,6 +259,8 @@ class BackupRun:
             errors.join()
         if code != 0:
             fanout.abort()
+            if self.stopper.settle():  # killed by the signal that stops us (a process-group signal)
+                raise self.stopper.error()
             raise source_error("pg_dumpall" if kind == "globals" else "pg_dump", errors.text(), code)
         if errors.text().strip():
             logger.warning(f"pg_dump said: {errors.text().strip()}")
@@ -242,8 +283,7 @@ class BackupRun:
         return StreamCheck(stream_compression(self.settings, kind), cipher, end_marker=plain)
 
     def _tick(self, n: int) -> None:
-        if self.stop.is_set():
-            raise Interrupted("the run was interrupted (SIGTERM/SIGINT)", "the partial backup was removed")
+        self.stopper.check()
         if self.progress is not None:
             self.progress(n)
 
@@ -294,9 +334,11 @@ class BackupRun:
                          extra=log.fields(destination=name))
             _abort_quietly(fanout, name)
         by_name = {d.name: d for d in self.destinations}
-        for name, writer in fanout.healthy.items():
+        healthy = list(fanout.healthy.items())
+        for index, (name, writer) in enumerate(healthy):
             committed = False
             try:
+                self.stopper.check()
                 writer.commit()
                 committed = True
                 # The stream was decoded in-stream; each durable copy is re-read for its SHA-256,
@@ -304,8 +346,17 @@ class BackupRun:
                 by_store = bool(outcome.stored) and bool(getattr(writer, "verified_by_store", False))
                 self._check_copy(by_name[name], manifest, full=not by_store)
                 by_name[name].put_bytes(manifest.checksum_key, checksum_line(manifest.sha256, manifest.artifact))
+                self.stopper.check()  # the last moment to stop: past the manifest, this copy is a backup
                 by_name[name].put_bytes(manifest.manifest_key, manifest.to_json())
-            except SentinelError as exc:
+            except Exception as exc:
+                if not isinstance(exc, SentinelError) or self.stopper.requested:
+                    # Interrupted (or a bug): nothing unfinished may stay anywhere.
+                    self._discard(by_name[name], manifest, writer, committed)
+                    for rest_name, rest in healthy[index + 1:]:
+                        _abort_writer(rest, rest_name)
+                    if outcome.stored:
+                        outcome.manifest = manifest  # complete where its manifest was written
+                    raise
                 outcome.failed[name] = exc.message
                 logger.error(f"Destination {name} failed for {manifest.artifact}: {exc.message}",
                              extra=log.fields(destination=name))
@@ -332,16 +383,38 @@ class BackupRun:
             if info is None or info.size != manifest.size_bytes:
                 raise StorageError(f"{storage.name}: stored size does not match the stream", "try again")
             return
+        def progress(_n: int) -> None:  # a stop request ends the re-read too
+            self.stopper.check()
+
         if mode is VerifyMode.REREAD:
-            report = verify_copy(storage, manifest, self.settings)
+            report = verify_copy(storage, manifest, self.settings, progress=progress)
             ok, failures = report.ok, report.failures
         else:
-            stored = check_stored(storage, manifest)
+            stored = check_stored(storage, manifest, progress=progress)
             ok, failures = stored.ok, [stored]
         if not ok:
             detail = "; ".join(f"{c.name}: {c.detail}" for c in failures if not c.ok) or "nothing could be checked"
             raise BackupFailed(f"{storage.name} copy of {manifest.artifact} failed verification: {detail}")
         logger.debug(f"Verified {storage.name} copy", extra=log.fields(mode=mode.value))
+
+
+    def _discard(self, storage: Storage, manifest: Manifest, writer: ObjectWriter, committed: bool) -> None:
+        """Remove what this run stored of an unfinished copy (interrupted before its manifest)."""
+        if not committed:
+            _abort_writer(writer, storage.name)
+            return
+        for key in (manifest.checksum_key, manifest.artifact):
+            try:
+                storage.delete(key)
+            except SentinelError as exc:
+                logger.warning(f"Could not remove {key} from {storage.name}: {exc.message}")
+
+
+def _abort_writer(writer: ObjectWriter, name: str) -> None:
+    try:
+        writer.abort()
+    except SentinelError as exc:
+        logger.warning(f"Could not abort the upload to {name}: {exc.message}")
 
 
 def _abort_quietly(fanout: FanOut, name: str) -> None:

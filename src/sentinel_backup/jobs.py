@@ -4,6 +4,11 @@ A backup job holds the run lock, pings the dead-man's switch, runs the backup, a
 retention only after a fully successful run, runs drills when VERIFY_AFTER_BACKUP=restore,
 writes the last-run record and metrics, and notifies. Notifications and metrics never
 change the outcome; their failures are warnings.
+
+A stop request (``stop``) ends the job as soon as possible: an interrupted backup commits
+nothing unfinished; retention and drills do not start (or stop between destinations /
+backups); the last-run record, metrics and notifications still say what happened; then
+Interrupted (exit 130) is raised.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from .backup import BackupRun, RunResult
 from .catalog import scan as scan_catalog
 from .config import Settings, VerifyMode
 from .drill import Drill, DrillReport
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, SentinelError, StorageError
+from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, Interrupted, SentinelError, StorageError
+from .interrupt import Stopper
 from .keys import cipher_from_settings
 from .lock import run_lock
 from .metrics import DatabaseResult, DrillResult, RunMetrics, write_metrics
@@ -67,6 +73,8 @@ def usable_destinations(settings: Settings) -> tuple[list[Storage], dict[str, st
 
 
 def exit_code(result: RunResult) -> int:
+    if result.interrupted is not None:
+        return EXIT_INTERRUPTED
     if result.failed:
         return EXIT_FAILURE
     return EXIT_PARTIAL if result.partial else EXIT_OK
@@ -76,11 +84,14 @@ def summarize(result: RunResult) -> None:
     good = [o for o in result.outcomes if o.ok]
     raw = sum(o.manifest.raw_size_bytes for o in good if o.manifest)
     stored = sum(o.manifest.size_bytes for o in good if o.manifest)
-    status = "failed" if result.failed else "partial" if result.partial else "ok"
+    status = ("interrupted" if result.interrupted else "failed" if result.failed else "partial" if result.partial
+              else "ok")
     fields = log.fields(status=status, databases=len(result.outcomes), succeeded=len(good),
                         failed=len(result.failed), raw_bytes=raw, stored_bytes=stored,
                         duration_seconds=round(result.duration, 2))
-    if result.failed:
+    if result.interrupted:
+        logger.warning(f"Backup process interrupted: {result.interrupted.message}", extra=fields)
+    elif result.failed:
         logger.error(f"Backup process failed for {', '.join(o.database for o in result.failed)}", extra=fields)
     elif result.partial:
         logger.warning("Backup process completed with failed destinations", extra=fields)
@@ -156,16 +167,21 @@ class BackupJobResult:
     pruned: list[tuple[RetentionPlan, ApplyResult]]
 
 
-def backup_job(settings: Settings, *, stop: threading.Event | None = None,
+def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = None,
                progress: Callable[[int], None] | None = None) -> BackupJobResult:
-    """One backup run with retention, drills, metrics and notifications around it."""
+    """One backup run with retention, drills, metrics and notifications around it.
+
+    Raises Interrupted (after the last-run record, metrics and notifications) when ``stop``
+    is set during the job."""
+    stopper = stop if isinstance(stop, Stopper) else Stopper(stop)
     cipher = cipher_from_settings(settings)  # a bad key is a configuration error: before anything is touched
     destinations, unusable = usable_destinations(settings)
     notifier = Notifier.from_settings(settings)
-    with run_lock(settings.backup_dir):
+    stopper.check("the backup")
+    with run_lock(settings.backup_dir), stopper.watching():
         notifier.ping("start")
         try:
-            result = BackupRun(settings, destinations, progress=progress, stop=stop, unusable=unusable,
+            result = BackupRun(settings, destinations, progress=progress, stop=stopper, unusable=unusable,
                                cipher=cipher).run()
         except SentinelError as exc:
             notifier.notify(RunEvent(EventKind.BACKUP_FAILED, error=exc.message))
@@ -173,15 +189,23 @@ def backup_job(settings: Settings, *, stop: threading.Event | None = None,
             raise
         summarize(result)
         code = exit_code(result)
-        pruned = []
-        if code == EXIT_OK and settings.retention_after_backup:
-            pruned = prune_job(settings, destinations, notifier=notifier)
-        drills = []
-        if settings.verify_after_backup is VerifyMode.RESTORE and not (stop and stop.is_set()):
-            drilled = [o.manifest.id for o in result.outcomes if o.ok and o.manifest and o.kind == "database"]
-            drills = drill_job(settings, destinations, drilled, publish=False)
-            if any(not d.passed for d in drills) and code == EXIT_OK:
-                code = EXIT_FAILURE
+        pruned: list[tuple[RetentionPlan, ApplyResult]] = []
+        drills: list[DrillReport] = []
+        late: Interrupted | None = None  # a stop request after every backup of the run was committed
+        try:
+            if code == EXIT_OK and settings.retention_after_backup:
+                pruned = prune_job(settings, destinations, notifier=notifier, stop=stopper)
+            if settings.verify_after_backup is VerifyMode.RESTORE and result.interrupted is None:
+                drilled = [o.manifest.id for o in result.outcomes if o.ok and o.manifest and o.kind == "database"]
+                drills = drill_job(settings, destinations, drilled, publish=False, stop=stopper)
+                if any(not d.passed for d in drills) and code == EXIT_OK:
+                    code = EXIT_FAILURE
+            if result.interrupted is None:
+                stopper.check("the backup job")
+        except Interrupted as exc:  # the backups are committed: the record says how they went
+            late = Interrupted(f"{exc.message} after its backups were committed (they are complete and stay)",
+                               "retention and drills did not finish; they run again after the next backup")
+            logger.warning(late.message)
         write_last_run(settings, result, code)
         publish_metrics(settings, metrics_for(result, drills))
         notifier.notify(run_event(result))
@@ -189,19 +213,31 @@ def backup_job(settings: Settings, *, stop: threading.Event | None = None,
             if not d.passed:
                 notifier.notify(RunEvent(EventKind.VERIFY_FAILED, databases=[d.database], error=d.error or
                                          f"{len(d.differences)} table(s) differ from the manifest"))
-        notifier.ping("success" if code == EXIT_OK else "fail", None if code == EXIT_OK else run_event(result).error)
+        if code == EXIT_OK:
+            notifier.ping("success")
+        else:
+            notifier.ping("fail", result.interrupted.message if result.interrupted else run_event(result).error)
+    if result.interrupted is not None:
+        kept = [o.manifest.artifact for o in result.outcomes if o.manifest and o.stored]
+        raise Interrupted(result.interrupted.message + (f"; completed before the stop: {', '.join(kept)}"
+                                                        if kept else ""), result.interrupted.hint)
+    if late is not None:
+        raise late
     return BackupJobResult(result, code, drills, pruned)
 
 
 def prune_job(settings: Settings, destinations: list[Storage] | None = None, *, dry_run: bool = False,
-              notifier: Notifier | None = None, now: datetime | None = None
+              notifier: Notifier | None = None, now: datetime | None = None, stop: Stopper | None = None
               ) -> list[tuple[RetentionPlan, ApplyResult]]:
-    """Apply retention on every destination (plan, then apply unless dry_run)."""
+    """Apply retention on every destination (plan, then apply unless dry_run); a stop request
+    raises Interrupted before the next destination."""
     destinations = destinations if destinations is not None else build_destinations(settings)
     now = now or datetime.now(UTC)
     legacy_db = settings.databases[0] if len(settings.databases) == 1 and not settings.all_databases else None
     results = []
     for dest in destinations:
+        if stop is not None:
+            stop.check("retention")
         policy = RetentionPolicy.from_settings(settings, dest.name)
         the_plan = plan(scan(dest, now, legacy_database=legacy_db), policy, now)
         applied = apply(dest, the_plan, dry_run=dry_run)
@@ -223,9 +259,11 @@ def prune_job(settings: Settings, destinations: list[Storage] | None = None, *, 
 
 
 def drill_job(settings: Settings, destinations: list[Storage] | None = None,
-              backup_ids: list[str] | None = None, *, publish: bool = True) -> list[DrillReport]:
+              backup_ids: list[str] | None = None, *, publish: bool = True,
+              stop: Stopper | None = None) -> list[DrillReport]:
     """Drill the given backups, or the newest backup of every database; publish metrics and
-    failures unless the caller (the backup job) reports them itself."""
+    failures unless the caller (the backup job) reports them itself. A stop request ends a
+    running drill's restore and raises Interrupted instead of starting the next drill."""
     destinations = destinations if destinations is not None else build_destinations(settings)
     catalog = scan_catalog(destinations)
     if backup_ids is None:
@@ -235,11 +273,18 @@ def drill_job(settings: Settings, destinations: list[Storage] | None = None,
                 seen.setdefault(entry.manifest.database, entry.id)
         backup_ids = list(seen.values())
     drill = Drill(settings)
+    if stop is not None:
+        drill.restorer.source.on_spawn = stop.adopt
     reports = []
     with run_lock(settings.backup_dir):
         for backup_id in backup_ids:
+            if stop is not None:
+                stop.check("the drill run")
             entry = catalog.find(backup_id)
-            reports.append(drill.run(entry, pick_copy(entry, destinations, None)))
+            report = drill.run(entry, pick_copy(entry, destinations, None))
+            if stop is not None and stop.requested:
+                stop.check("the drill run")  # its failure is the interruption's, not the backup's
+            reports.append(report)
         if not publish:
             return reports
         publish_metrics(settings, metrics_for(None, reports))

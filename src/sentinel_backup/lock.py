@@ -10,6 +10,10 @@ waits on it would let two runs hold two different files).
 The lock is re-entrant within one process: the scheduler takes it around a job, and the
 job (a backup) may take it again without locking itself out. flock needs a local
 filesystem; on NFS it may not exclude runs on other hosts.
+
+Waiting (``wait=True``) with a ``stop`` (a ``Stopper``) polls the lock, so a stop request
+(SIGTERM/SIGINT) ends the wait within a fraction of a second with Interrupted. Without
+``stop`` the wait is a blocking flock that only the lock's release (or SIGKILL) ends.
 """
 
 from __future__ import annotations
@@ -21,15 +25,18 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import BackupFailed
+from .interrupt import Stopper
 
 LOCK_NAME = ".sentinel-backup.lock"
 _PID = re.compile(r"^pid=(\d+)$", re.MULTILINE)
+POLL_SECONDS = 0.1  # how often a stoppable wait retries the lock
 
 
 @dataclass
@@ -43,11 +50,12 @@ _held_guard = threading.Lock()
 
 
 @contextlib.contextmanager
-def run_lock(folder: Path, *, wait: bool = False) -> Iterator[Path]:
+def run_lock(folder: Path, *, wait: bool = False, stop: Stopper | None = None) -> Iterator[Path]:
     """Hold the run lock of ``folder`` for the ``with`` block; yields the lock file's path.
 
     If another process holds it: raise BackupFailed naming its pid, or with ``wait=True``
-    block until it is released. The folder is created (mode 0700) when missing.
+    wait until it is released (or, with ``stop``, until a stop is requested: Interrupted).
+    The folder is created (mode 0700) when missing.
     """
     path = _lock_path(folder)
     with _held_guard:
@@ -55,7 +63,7 @@ def run_lock(folder: Path, *, wait: bool = False) -> Iterator[Path]:
         if held is not None:
             held.depth += 1
     if held is None:
-        held = _Held(_acquire(path, wait=wait), 1)
+        held = _Held(_acquire(path, wait=wait, stop=stop), 1)
         with _held_guard:
             _held[path] = held
     try:
@@ -83,7 +91,7 @@ def _lock_path(folder: Path) -> Path:
     return folder.resolve() / LOCK_NAME  # one key per real folder, for re-entrancy
 
 
-def _acquire(path: Path, *, wait: bool) -> int:
+def _acquire(path: Path, *, wait: bool, stop: Stopper | None = None) -> int:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -91,7 +99,10 @@ def _acquire(path: Path, *, wait: bool) -> int:
         raise BackupFailed(f"cannot open the run lock {path}: {exc.strerror}",
                            f"check that {path.parent} is writable by this user") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if wait and stop is not None:
+            _poll(fd, stop)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(fd)
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -103,6 +114,19 @@ def _acquire(path: Path, *, wait: bool) -> int:
         raise
     _describe_holder(fd)
     return fd
+
+
+def _poll(fd: int, stop: Stopper) -> None:
+    """Take the flock, retrying while it is busy, until ``stop`` is requested (Interrupted)."""
+    while True:
+        stop.check("waiting for the run lock")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+        time.sleep(POLL_SECONDS)
 
 
 def _busy(path: Path) -> BackupFailed:

@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -84,6 +84,8 @@ class Source:
     settings: Settings
     _password: str | None = field(default=None, init=False, repr=False)
     _tools: ToolChoice | None = field(default=None, init=False, repr=False)
+    # Called with every child started (e.g. Stopper.adopt, so a stop request ends it).
+    on_spawn: Callable[[subprocess.Popen[bytes]], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._password = self.settings.password()
@@ -155,6 +157,8 @@ class Source:
             hint = ("install the container CLI or fix DOCKER_BIN" if self.container else
                     "install the PostgreSQL client (e.g. apt-get install postgresql-client) or set PG_BIN_DIR")
             raise SourceError(f"{argv[0]} not found", hint) from None
+        if self.on_spawn is not None:
+            self.on_spawn(proc)
         for pipe in (proc.stdout, proc.stdin):
             if pipe is not None:
                 widen_pipe(pipe.fileno())
@@ -245,8 +249,16 @@ class PsqlSession:
     _MARK = "__sentinel_end_of_result__"
 
     def __init__(self, source: Source, database: str) -> None:
+        self.source, self.database = source, database
         self.proc = source.popen("psql", *PSQL_FLAGS, "-d", conninfo(database), stdin=subprocess.PIPE)
         self.errors = StderrCollector(self.proc)
+        self.backend_pid: int | None = None
+        self.died_in_query = False
+        try:
+            self.backend_pid = int(self.query("SELECT pg_backend_pid()"))
+        except BaseException:
+            self.close()
+            raise
 
     def query(self, sql: str) -> str:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -262,10 +274,14 @@ class PsqlSession:
                 return "\n".join(lines).strip()
             lines.append(line)
         code = self.proc.wait()
+        self.died_in_query = True
         self.errors.join()
         raise source_error("psql", self.errors.text(), code)
 
     def close(self) -> None:
+        """End the session. If psql died during a statement (killed by a signal sent to the
+        whole process group, say), its server session may still wait on a lock, unaware that
+        the client is gone: it is terminated from a fresh connection."""
         if self.proc.poll() is None:
             with contextlib.suppress(OSError):
                 assert self.proc.stdin is not None
@@ -279,6 +295,11 @@ class PsqlSession:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+        if self.died_in_query and self.backend_pid is not None:
+            self.died_in_query = False
+            with contextlib.suppress(SourceError):
+                self.source.run("psql", *PSQL_FLAGS, "-d", conninfo(self.database), "-c",
+                                f"SELECT pg_terminate_backend({self.backend_pid})")
 
 
 _HINTS = (

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from .config import Compression, Settings
-from .errors import ConfigError, SentinelError, VerifyFailed
+from .errors import ConfigError, Interrupted, SentinelError, VerifyFailed
 from .keys import cipher_for_manifest
 from .manifest import SHA256_SUFFIX, Manifest
 from .storage.base import Storage
@@ -188,7 +188,8 @@ def _undecodable(exc: Exception) -> VerifyFailed:
                         "nothing was committed; run the backup again, and report it if it repeats")
 
 
-def check_stored(storage: Storage, manifest: Manifest, *, key: str | None = None) -> Check:
+def check_stored(storage: Storage, manifest: Manifest, *, key: str | None = None,
+                 progress: Callable[[int], None] | None = None) -> Check:
     """Re-read a durable copy once and compare its size and SHA-256 with the manifest's
     (cheap: no decoding). Equal hashes mean the copy holds the bytes the in-stream check
     decoded."""
@@ -196,7 +197,9 @@ def check_stored(storage: Storage, manifest: Manifest, *, key: str | None = None
     digest = Digest(NullSink())
     try:
         with storage.open_reader(key) as reader:
-            pump(reader, digest)
+            pump(reader, digest, progress=progress)
+    except Interrupted:
+        raise
     except SentinelError as exc:
         return Check("read", False, exc.message)
     ok = digest.sha256 == manifest.sha256 and digest.size == manifest.size_bytes
@@ -206,7 +209,8 @@ def check_stored(storage: Storage, manifest: Manifest, *, key: str | None = None
 
 def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key: str | None = None,
                 progress: Callable[[int], None] | None = None) -> CopyReport:
-    """Every check we can make of one stored copy; never raises for a bad copy."""
+    """Every check we can make of one stored copy; never raises for a bad copy. ``progress``
+    is called per chunk read; it may raise Interrupted to stop the re-read, which propagates."""
     key = key or manifest.artifact
     report = CopyReport(storage.name, key)
     info = storage.stat(key)
@@ -228,6 +232,8 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
                 decoder.feed(reader, progress)
             else:
                 pump(reader, stored, progress=progress)
+    except Interrupted:
+        raise  # a stop request (from ``progress``) is not a finding about the copy
     except VerifyFailed as exc:
         report.checks.append(Check("sha256", stored.sha256 == manifest.sha256 and stored.size == manifest.size_bytes,
                                    _sha_detail(stored.sha256, manifest.sha256)))

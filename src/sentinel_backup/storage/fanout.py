@@ -9,8 +9,10 @@ destination has failed does ``write`` raise, which stops the dump.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import StorageError
@@ -18,6 +20,7 @@ from .base import ObjectWriter
 
 _DONE = b""
 QUEUE_CHUNKS = 4  # per destination: 4 x 1 MiB chunks at most
+WAIT_SLICE = 0.2  # while a queue is full, the stop check runs this often
 
 
 @dataclass
@@ -44,7 +47,10 @@ class _Lane:
 class FanOut:
     """A Sink writing to several ObjectWriters in parallel."""
 
-    def __init__(self, writers: dict[str, ObjectWriter]) -> None:
+    def __init__(self, writers: dict[str, ObjectWriter], *, check: Callable[[], None] | None = None) -> None:
+        """``check`` is called while ``write`` waits for a slow destination; it raises to
+        stop waiting (e.g. ``Stopper.check`` on a stop request)."""
+        self.check = check
         self.lanes = [_Lane(name, writer) for name, writer in writers.items()]
         for lane in self.lanes:
             lane.thread = threading.Thread(target=lane.run, name=f"fanout-{lane.name}", daemon=True)
@@ -56,7 +62,15 @@ class FanOut:
         if not alive:
             raise self._all_failed()
         for lane in alive:
-            lane.queue.put(data)
+            while True:
+                try:
+                    lane.queue.put(data, timeout=WAIT_SLICE if self.check else None)
+                    break
+                except queue.Full:
+                    assert self.check is not None
+                    self.check()
+                    if lane.error is not None:
+                        break
 
     def close(self) -> None:
         if self._closed:
@@ -76,7 +90,7 @@ class FanOut:
             self._closed = True
             for lane in self.lanes:
                 lane.error = lane.error or StorageError("aborted")
-                lane.queue.put(_DONE)
+                _put_end(lane.queue)
             for lane in self.lanes:
                 assert lane.thread is not None
                 lane.thread.join()
@@ -97,3 +111,15 @@ class FanOut:
             return first
         names = ", ".join(lane.name for lane in self.lanes)
         return StorageError(f"every destination failed ({names}): {first}", "see the errors above")
+
+
+def _put_end(lane_queue: queue.Queue[bytes]) -> None:
+    """Queue the end marker without waiting for a slow destination: chunks still queued are
+    thrown away (the copy is being aborted)."""
+    while True:
+        try:
+            lane_queue.put_nowait(_DONE)
+            return
+        except queue.Full:
+            with contextlib.suppress(queue.Empty):
+                lane_queue.get_nowait()

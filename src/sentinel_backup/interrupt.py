@@ -1,0 +1,184 @@
+"""Stop requests: SIGTERM/SIGINT turned into a prompt, clean stop (exit 130).
+
+How a run stops, whatever it is doing:
+
+- :func:`signal_stop` (a context manager for a command's main thread) installs handlers for
+  SIGTERM and SIGINT that never raise: they only *request* a stop. So a signal can never
+  tear a cleanup in half, and a second signal while cleaning up changes nothing (it is
+  logged). The handler records the request synchronously (``requested`` is true as soon as
+  it returned) and sets the event from a short-lived thread (setting an Event inside a
+  handler can deadlock on the Event's own lock).
+- A :class:`Stopper` wraps the run's ``threading.Event`` (the scheduler passes its own).
+  While :meth:`Stopper.watching` is active, a watcher thread notices the request within
+  a fraction of a second and unblocks whatever the main thread waits on: every child
+  process adopted with :meth:`Stopper.adopt` (pg_dump, psql, ...) still running gets
+  SIGINT (PostgreSQL client tools then cancel their running query on the server), then
+  SIGTERM, then SIGKILL; callbacks registered with :meth:`Stopper.on_stop` run too.
+  Children started after the request are left alone: they are the cleanup.
+- The code checks :meth:`Stopper.check` at every phase boundary and treats any failure
+  seen while a stop is requested as the interruption (a child killed by the same process
+  group signal is not "pg_dump failed"): :class:`~sentinel_backup.errors.Interrupted`,
+  exit 130.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+from . import log
+from .errors import Interrupted
+
+logger = log.get("interrupt")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+POLL = 0.1  # how often the watcher looks at the event
+GRACE = (1.5, 3.0)  # seconds after SIGINT, then after SIGTERM, before the next escalation
+
+
+class Stopper:
+    """A run's stop request: ``requested``, ``check()``, children to stop, and callbacks."""
+
+    def __init__(self, event: threading.Event | None = None) -> None:
+        self.event = event if event is not None else threading.Event()
+        self.signum: int | None = None  # the signal that asked, when one did
+        self._flag = False  # set synchronously by a signal handler
+        self._children: weakref.WeakSet[subprocess.Popen[Any]] = weakref.WeakSet()
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._guard = threading.Lock()
+        self._fired = False
+
+    # --- asking -------------------------------------------------------------------
+    def request(self, signum: int | None = None) -> None:
+        """Ask the run to stop (safe from any thread; not from a signal handler: use signal_stop)."""
+        if self.signum is None:
+            self.signum = signum
+        self._flag = True
+        self.event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._flag or self.event.is_set()
+
+    def settle(self, seconds: float = 0.5) -> bool:
+        """``requested``, after waiting up to ``seconds`` for a request: a child killed by a
+        process-group signal can die just before our own handler has run."""
+        return self.requested or self.event.wait(seconds)
+
+    def error(self, what: str = "the run") -> Interrupted:
+        name = signal.Signals(self.signum).name if self.signum else "a stop request"
+        return Interrupted(f"{what} was interrupted by {name}",
+                           "nothing unfinished was committed: partial files were removed and uploads aborted; "
+                           "run it again")
+
+    def check(self, what: str = "the run") -> None:
+        """Raise Interrupted when a stop was requested."""
+        if self.requested:
+            raise self.error(what)
+
+    # --- reacting -------------------------------------------------------------------
+    def adopt(self, proc: subprocess.Popen[Any]) -> None:
+        """Stop ``proc`` (SIGINT, SIGTERM, SIGKILL) when a stop is requested while it runs."""
+        if self._fired:
+            return  # started after the request: part of the cleanup
+        with self._guard:
+            self._children.add(proc)
+
+    @contextlib.contextmanager
+    def on_stop(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Run ``callback`` (in the watcher thread) if a stop is requested during the block."""
+        key = id(callback)
+        with self._guard:
+            self._callbacks[key] = callback
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._callbacks.pop(key, None)
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[Stopper]:
+        """Watch for a request in a thread for the block (the children and callbacks are stopped once)."""
+        done = threading.Event()
+        thread = threading.Thread(target=self._watch, args=(done,), name="sentinel-stop-watch", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            thread.join(timeout=10)
+
+    def _watch(self, done: threading.Event) -> None:
+        while not done.is_set():
+            if self.requested:
+                self._fire()
+                return
+            self.event.wait(POLL)
+
+    def _fire(self) -> None:
+        with self._guard:
+            if self._fired:
+                return
+            self._fired = True
+            children = [p for p in self._children if p.poll() is None]
+            callbacks = list(self._callbacks.values())
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as exc:  # a callback must not keep the others from running
+                logger.warning(f"Stopping: {type(exc).__name__}: {exc}")
+        stop_children(children)
+
+
+def stop_children(children: list[subprocess.Popen[Any]]) -> None:
+    """SIGINT, then SIGTERM, then SIGKILL, each after a grace period, until every child exited."""
+    for sig, grace in ((signal.SIGINT, GRACE[0]), (signal.SIGTERM, GRACE[1]), (signal.SIGKILL, 0.0)):
+        running = [p for p in children if p.poll() is None]
+        if not running:
+            return
+        for proc in running:
+            with contextlib.suppress(OSError):
+                proc.send_signal(sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(p.poll() is None for p in running):
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def signal_stop(stopper: Stopper, what: str = "the run") -> Iterator[Stopper]:
+    """SIGTERM/SIGINT request a stop of ``stopper`` during the block (main thread only; else
+    a no-op); the previous handlers come back afterwards. Further signals are logged only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield stopper
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        again = stopper.requested
+        if stopper.signum is None:
+            stopper.signum = signum
+        stopper._flag = True
+        threading.Thread(target=_announce, args=(stopper, signum, again, what), name="sentinel-stop",
+                         daemon=True).start()
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield stopper
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _announce(stopper: Stopper, signum: int, again: bool, what: str) -> None:
+    name = signal.Signals(signum).name
+    if again:
+        logger.warning(f"{name} again: still cleaning up, {what} stops as soon as that is done")
+    else:
+        logger.warning(f"{name} received: stopping {what}, removing its unfinished files")
+    stopper.event.set()
