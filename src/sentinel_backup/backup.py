@@ -36,6 +36,7 @@ from .manifest import (
     backup_id,
     checksum_line,
 )
+from .selection import parse_options
 from .source import Snapshot, Source, StderrCollector, conninfo, source_error
 from .storage.base import ObjectWriter, Storage
 from .storage.fanout import FanOut
@@ -104,6 +105,12 @@ def custom_compression_args(settings: Settings) -> list[str]:
     return []
 
 
+def lock_wait_args(settings: Settings) -> list[str]:
+    """pg_dump --lock-wait-timeout from LOCK_WAIT_TIMEOUT (none when 0: wait forever)."""
+    milliseconds = int(settings.lock_wait.total_seconds() * 1000)
+    return [f"--lock-wait-timeout={milliseconds}"] if milliseconds else []
+
+
 class BackupRun:
     """A configured run: source, destinations and cipher resolved before any dump starts."""
 
@@ -123,6 +130,7 @@ class BackupRun:
         self.interrupted: Interrupted | None = None
         self.clock = clock or (lambda: datetime.now(UTC))
         self.extra_args = shlex.split(settings.pg_dump_options)
+        self.selection = parse_options(self.extra_args)  # what the facts must cover; ConfigError if unclear
         if not destinations:
             raise BackupFailed("no destination is enabled", "set LOCAL_ENABLED=true, S3_ENABLED or MINIO_ENABLED")
 
@@ -193,10 +201,12 @@ class BackupRun:
             argv = self.source.command("pg_dumpall", "--globals-only")
             fanout, raw, stored = self._dump(name, argv, outcome.kind)
         else:
-            with self.source.snapshot(outcome.database, hashes=s.manifest_table_hashes) as snap:
+            with self.source.snapshot(outcome.database, hashes=s.manifest_table_hashes, selection=self.selection,
+                                      lock_timeout=s.lock_wait) as snap:
                 custom = s.backup_format is BackupFormat.CUSTOM
                 fmt = ["-F", "c", *custom_compression_args(s)] if custom else ["-F", "p"]
-                args = ["--snapshot", snap.id, *fmt, *self.extra_args, "-d", conninfo(outcome.database)]
+                args = ["--snapshot", snap.id, *fmt, *lock_wait_args(s), *self.extra_args,
+                        "-d", conninfo(outcome.database)]
                 fanout, raw, stored = self._dump(name, self.source.command("pg_dump", *args), outcome.kind)
         try:
             self.stopper.check()

@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     sizes."""
     pg_dump_options: str = Field("", validation_alias=_env("PG_DUMP_OPTIONS"))
     """Extra pg_dump arguments, split like a shell would (e.g. `--exclude-table=audit.*`)."""
+    lock_wait_timeout: str = Field("5m", validation_alias=_env("LOCK_WAIT_TIMEOUT"))
+    """Longest wait for a table lock another session holds (30s, 5m); then the backup fails naming both. 0: no limit."""
     globals_enabled: bool | None = Field(None, validation_alias=_env("BACKUP_GLOBALS"))
     """Dump roles and tablespaces (`pg_dumpall --globals-only`). Default: on when POSTGRES_DB is `all` or a list."""
 
@@ -304,6 +306,12 @@ class Settings(BaseSettings):
         parse_duration(value)
         return value
 
+    @field_validator("lock_wait_timeout")
+    @classmethod
+    def _timeout(cls, value: str) -> str:
+        parse_timeout(value)
+        return value
+
     @field_validator("retention_timezone", "schedule_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
@@ -354,6 +362,11 @@ class Settings(BaseSettings):
             return read_secret_file(self.postgres_password_file, "POSTGRES_PASSWORD_FILE")
         return None
 
+    @property
+    def lock_wait(self) -> timedelta:
+        """LOCK_WAIT_TIMEOUT; zero means wait forever."""
+        return parse_timeout(self.lock_wait_timeout)
+
     def effective_compression_level(self) -> int:
         if self.compression_level is not None:
             return self.compression_level
@@ -369,6 +382,16 @@ def parse_duration(text: str) -> timedelta:
     if match is None or int(match.group(1)) == 0:
         raise ValueError("must be a positive duration like 26h, 90m or 7d")
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2) or "s"])
+
+
+def parse_timeout(text: str) -> timedelta:
+    """A duration like parse_duration's, where `0` is allowed (no limit)."""
+    if re.fullmatch(r"\s*0+\s*[smhdw]?\s*", text.lower()):
+        return timedelta(0)
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise ValueError("must be a duration like 30s, 5m or 1h, or 0 (no limit)") from None
 
 
 def read_secret_file(path: Path, variable: str, *, private: bool = False) -> str:

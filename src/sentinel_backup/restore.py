@@ -26,7 +26,7 @@ from .catalog import Entry
 from .config import Settings
 from .errors import ConfigError, NotFound, RestoreFailed, SentinelError, VerifyFailed
 from .manifest import Manifest
-from .source import PSQL_FLAGS, ROW_COUNTS_SQL, Source, StderrCollector, conninfo, source_error
+from .source import PSQL_FLAGS, Source, StderrCollector, conninfo, source_error
 from .storage.base import Storage
 from .storage.local import LocalStorage
 from .streams.base import FileSink, NullSink, pump
@@ -85,9 +85,7 @@ class Restorer:
         self.source.run("psql", *PSQL_FLAGS, "-d", conninfo(database), "-c", sql)
 
     def row_counts(self, database: str) -> dict[str, int]:
-        counts = self.source.query_json(ROW_COUNTS_SQL.replace("\n", " "), database)
-        assert isinstance(counts, dict)
-        return {str(k): int(v) for k, v in counts.items()}
+        return self.source.row_counts(database)
 
     @contextlib.contextmanager
     def scratch_database(self, name: str) -> Iterator[str]:

@@ -18,40 +18,64 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
 from .config import Settings
 from .errors import SourceError
+from .lockwait import LockWatcher, lock_tables
 from .pgtools import ToolChoice, check_container, choose_local, layout_dirs
+from .selection import DumpSelection, selection_sql, sql_literal
 
 _TOOLS = {"pg_dump", "pg_dumpall", "psql", "pg_restore"}
 
-def per_table_sql(expression: str, cast: str) -> str:
-    """One statement returning ``{"schema.table": <expression over table t>}`` for every table
-    whose data pg_dump dumps: ordinary tables (partitions individually) and materialized
-    views outside the system schemas, extension members excluded. One statement, so it
-    can run inside the exported snapshot."""
-    inner = expression.replace("'", "''")
-    return rf"""
-SELECT coalesce(json_object_agg(name, v ORDER BY name), '{{}}'::json) FROM (
-  SELECT format('%I.%I', ns.nspname, c.relname) AS name,
-         (xpath('/row/v/text()', query_to_xml(format('SELECT {inner} AS v FROM %I.%I t', ns.nspname, c.relname),
-                                              false, true, '')))[1]::text{cast} AS v
-  FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
-  WHERE c.relkind IN ('r', 'm')
-    AND ns.nspname NOT IN ('pg_catalog', 'information_schema') AND ns.nspname NOT LIKE 'pg\_%'
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                    AND d.deptype = 'e')
-) t
+# What a fact is per table: its row count, or "rows:md5" (a hash of the sorted row hashes,
+# independent of row order). ``t`` is the table's alias.
+COUNT_EXPRESSION = "count(*)"
+HASH_EXPRESSION = "count(*) || ':' || coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '')"
+EMPTY_HASH = "0:"  # HASH_EXPRESSION of a table without rows
+
+# The tables a (restored) database is compared on: ordinary tables (partitions individually)
+# and populated materialized views outside the system schemas, extension members excluded.
+# Core SQL only (no query_to_xml: servers built without libxml must work too).
+TABLES_SQL = r"""
+SELECT coalesce(json_agg(format('%I.%I', ns.nspname, c.relname) ORDER BY ns.nspname, c.relname), '[]'::json)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+WHERE (c.relkind = 'r' OR (c.relkind = 'm' AND c.relispopulated))
+  AND ns.nspname NOT IN ('pg_catalog', 'information_schema') AND ns.nspname NOT LIKE 'pg\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
 """
 
+FACTS_BATCH = 500  # tables per statement: thousands of tables take a few statements, not one each
 
-ROW_COUNTS_SQL = per_table_sql("count(*)", "::bigint")
 
-# "rows:md5" per table, independent of row order (a hash of the sorted row hashes).
-TABLE_HASHES_SQL = per_table_sql(
-    "count(*) || ':' || coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '')", "")
+def per_table_statements(names: list[str], expression: str) -> list[str]:
+    """Statements returning ``{"schema.table": <expression over table t>}``, ``FACTS_BATCH``
+    tables each. ``names`` are quoted ``schema.table`` identifiers (format('%I.%I'))."""
+    statements = []
+    for start in range(0, len(names), FACTS_BATCH):
+        rows = " UNION ALL ".join(f"SELECT {sql_literal(name)}, (SELECT {expression} FROM {name} t)"
+                                  for name in names[start:start + FACTS_BATCH])
+        statements.append(f"SELECT json_object_agg(k, v) FROM ({rows}) AS f(k, v)")
+    return statements
+
+
+def table_facts(query: Callable[[str], str], names: list[str], expression: str) -> dict[str, object]:
+    """``expression`` per table, through ``query(sql) -> JSON text`` (one session, or one
+    snapshot: the caller decides)."""
+    facts: dict[str, object] = {}
+    for statement in per_table_statements(names, expression):
+        facts.update(json.loads(query(statement)))
+    return facts
+
+
+def list_tables(query: Callable[[str], str]) -> list[str]:
+    names = json.loads(query(TABLES_SQL.replace("\n", " ")))
+    assert isinstance(names, list)
+    return [str(n) for n in names]
+
 
 # Stable text forms for content hashes, whatever the server's or drill server's defaults.
 STABLE_SETTINGS = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres';"
@@ -185,11 +209,24 @@ class Source:
         text = self.run("psql", *PSQL_FLAGS, "-d", conninfo(database), "-c", sql)
         return json.loads(text)
 
+    def row_counts(self, database: str) -> dict[str, int]:
+        """Rows per table of every table in the database (what a restore is compared on)."""
+        session = PsqlSession(self, database)
+        try:
+            counts = table_facts(session.query, list_tables(session.query), COUNT_EXPRESSION)
+        finally:
+            session.close()
+        return {k: int(str(v)) for k, v in counts.items()}
+
     def table_hashes(self, database: str) -> dict[str, str]:
         """Content fingerprint per table (rows and an order-independent hash)."""
-        result = self.query_json(f"{STABLE_SETTINGS}; {TABLE_HASHES_SQL}", database)
-        assert isinstance(result, dict)
-        return {str(k): str(v) for k, v in result.items()}
+        session = PsqlSession(self, database)
+        try:
+            session.query(STABLE_SETTINGS)
+            result = table_facts(session.query, list_tables(session.query), HASH_EXPRESSION)
+        finally:
+            session.close()
+        return {k: str(v) for k, v in result.items()}
 
     def list_databases(self) -> list[str]:
         names = self.query_json(DATABASES_SQL)
@@ -203,23 +240,42 @@ class Source:
         return self.settings.databases
 
     @contextlib.contextmanager
-    def snapshot(self, database: str, *, hashes: bool = False) -> Iterator[Snapshot]:
-        """Open a REPEATABLE READ transaction, export its snapshot and read row counts in it.
+    def snapshot(self, database: str, *, hashes: bool = False, selection: DumpSelection | None = None,
+                 lock_timeout: timedelta = timedelta(0)) -> Iterator[Snapshot]:
+        """Open a REPEATABLE READ transaction, export its snapshot and read the table facts in it.
 
+        The facts cover exactly the tables ``pg_dump`` with ``selection`` dumps: each table
+        it dumps data of with its rows, each table it creates without data with 0. Those
+        tables are locked first (ACCESS SHARE, as pg_dump does), one by one, waiting at most
+        ``lock_timeout`` (0: forever) while a watcher logs who holds a lock we wait for.
         The transaction stays open while the caller runs ``pg_dump --snapshot``.
         """
         session = PsqlSession(self, database)
+        watcher: LockWatcher | None = None
         try:
             session.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snapshot_id = session.query("SELECT pg_export_snapshot()")
             version = session.query("SHOW server_version")
-            counts = json.loads(session.query(ROW_COUNTS_SQL.replace("\n", " ")))
+            pid = int(session.query("SELECT pg_backend_pid()"))
+            session.query(f"SET lock_timeout = {int(lock_timeout.total_seconds() * 1000)}")
+            listed = json.loads(session.query(selection_sql(selection or DumpSelection()).replace("\n", " ")))
+            watcher = LockWatcher(self, database, pid)
+            watcher.start()
+            lock_tables(session, [str(name) for name, kind, _ in listed if kind == "r"], watcher, lock_timeout)
+            with_data = [str(name) for name, _, data in listed if data]
+            without = [str(name) for name, kind, data in listed if not data and kind == "r"]
+            counts = table_facts(session.query, with_data, COUNT_EXPRESSION)
+            tables = {**{n: int(str(v)) for n, v in counts.items()}, **dict.fromkeys(without, 0)}
             table_hashes = None
             if hashes:
                 session.query(STABLE_SETTINGS)
-                table_hashes = {str(k): str(v) for k, v in json.loads(session.query(TABLE_HASHES_SQL)).items()}
-            yield Snapshot(snapshot_id, version, {str(k): int(v) for k, v in counts.items()}, table_hashes)
+                found = table_facts(session.query, with_data, HASH_EXPRESSION)
+                table_hashes = {**{n: str(v) for n, v in found.items()}, **dict.fromkeys(without, EMPTY_HASH)}
+            yield Snapshot(snapshot_id, version, dict(sorted(tables.items())),
+                           dict(sorted(table_hashes.items())) if table_hashes is not None else None)
         finally:
+            if watcher is not None:
+                watcher.stop()
             session.close()
 
 
@@ -278,6 +334,30 @@ class PsqlSession:
         self.errors.join()
         raise source_error("psql", self.errors.text(), code)
 
+    def run_each(self, statements: list[str], batch: int = 200) -> tuple[int, SourceError] | None:
+        """Run statements in order, pipelined ``batch`` at a time, each followed by a numbered
+        marker; None when all succeeded, else (index of the one that failed, its error).
+        psql stops at the first error (ON_ERROR_STOP), so the session is over then."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        for start in range(0, len(statements), batch):
+            chunk = statements[start:start + batch]
+            payload = "".join(f"{sql};\n\\echo {self._MARK} {start + k}\n" for k, sql in enumerate(chunk))
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.write(payload.encode())
+                self.proc.stdin.flush()
+            last, done = start + len(chunk) - 1, start - 1
+            for raw in self.proc.stdout:
+                line = raw.decode().rstrip("\n")
+                if line.startswith(self._MARK + " "):
+                    done = int(line.rsplit(" ", 1)[1])
+                    if done == last:
+                        break
+            else:
+                code = self.proc.wait()
+                self.errors.join()
+                return done + 1, source_error("psql", self.errors.text(), code)
+        return None
+
     def close(self) -> None:
         """End the session. If psql died during a statement (killed by a signal sent to the
         whole process group, say), its server session may still wait on a lock, unaware that
@@ -303,6 +383,8 @@ class PsqlSession:
 
 
 _HINTS = (
+    ("lock timeout", "another session holds a conflicting lock: find it (pg_stat_activity, pg_blocking_pids) and "
+                     "end it or let it finish, or raise LOCK_WAIT_TIMEOUT (0 waits forever)"),
     ("password authentication failed",
      "check POSTGRES_PASSWORD / POSTGRES_PASSWORD_FILE (or ~/.pgpass) for POSTGRES_USER"),
     ("no password supplied", "set POSTGRES_PASSWORD_FILE or add the user to ~/.pgpass"),

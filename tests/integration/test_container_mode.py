@@ -45,7 +45,8 @@ def test_backup_and_restore_through_docker_exec(pg: TempCluster, new_db: str, ba
     prefix = ["exec", "-i", "-e", "PGAPPNAME", "-e", "PGCONNECT_TIMEOUT", "-e", "PGPASSWORD", "db", "pg_dump", *conn]
     assert dump[: len(prefix)] == prefix
     snapshot = dump[dump.index("--snapshot") + 1]
-    assert dump[len(prefix):] == ["--snapshot", snapshot, "-F", "p", "-d", f"dbname='{new_db}'"]
+    assert dump[len(prefix):] == ["--snapshot", snapshot, "-F", "p", "--lock-wait-timeout=300000",  # default 5m
+                                  "-d", f"dbname='{new_db}'"]
     versions = [a for a in argvs if "--version" in a]
     assert versions and versions[0][-3:] == ["db", "pg_dump", "--version"]
     sessions = [a for a in argvs if a[a.index("db") + 1] == "psql"]

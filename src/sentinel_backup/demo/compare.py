@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
-from ..source import STABLE_SETTINGS, TABLE_HASHES_SQL
+from ..source import HASH_EXPRESSION, STABLE_SETTINGS, list_tables, table_facts
 
 
 def fingerprints(query: Callable[[str, str], str], database: str) -> dict[str, str]:
     """Table -> "rows:md5" of the database, via ``query(sql, database) -> JSON text``."""
-    return dict(json.loads(query(f"{STABLE_SETTINGS}; {TABLE_HASHES_SQL}", database)))
+    names = list_tables(lambda sql: query(sql, database))
+    facts = table_facts(lambda sql: query(f"{STABLE_SETTINGS}; {sql}", database), names, HASH_EXPRESSION)
+    return {name: str(value) for name, value in facts.items()}
 
 
 def differences(left: dict[str, str], right: dict[str, str]) -> list[str]:
