@@ -9,6 +9,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for an interrupted command
 
 
 class SentinelError(Exception):
@@ -63,3 +64,9 @@ class RestoreFailed(SentinelError):
 
 class ObjectLocked(StorageError):
     """The store refused a deletion because of an object lock (retention skips it)."""
+
+
+class Interrupted(SentinelError):
+    """SIGTERM/SIGINT stopped the work; what was unfinished was removed, nothing half-done stays."""
+
+    exit_code = EXIT_INTERRUPTED
