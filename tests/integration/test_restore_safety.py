@@ -232,13 +232,16 @@ def processes_naming(text: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "to_group", "fmt", "mode"), [
     (signal.SIGTERM, False, "plain", "--clean"),
-    (signal.SIGINT, False, "plain", "--create"),
+    (signal.SIGINT, False, "plain", "--create"),  # started as `cmd &` by a script: SIGINT inherited as ignored
     (signal.SIGINT, True, "plain", "--clean"),  # a terminal's Ctrl-C
     (signal.SIGTERM, True, "custom", "--clean"),  # systemd stopping the unit, pg_restore -j 2 at work
-], ids=["SIGTERM-pid-plain", "SIGINT-pid-plain", "SIGINT-group-plain", "SIGTERM-group-custom-jobs"])
+], ids=["SIGTERM-pid-plain", "SIGINT-pid-inherited-ignored", "SIGINT-group-plain", "SIGTERM-group-custom-jobs"])
 def test_a_signal_stops_the_restore_and_leaves_the_target(pg: TempCluster, big_backups: dict[str, dict[str, str]],
                                                           new_db: str, signum: signal.Signals, to_group: bool,
                                                           fmt: str, mode: str) -> None:
+    def ignore_sigint() -> None:  # what a non-interactive shell does for a background job
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     env = big_backups[fmt]
     target = f"{new_db}_sig"
     if mode == "--clean":
@@ -249,7 +252,8 @@ def test_a_signal_stops_the_restore_and_leaves_the_target(pg: TempCluster, big_b
     jobs = ["--jobs", "2"] if fmt == "custom" else []
     process = subprocess.Popen([sys.executable, "-m", "sentinel_backup", "restore", "latest", "--target-db", target,
                                 mode, *jobs], env=child, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True,
+                               preexec_fn=ignore_sigint if signum == signal.SIGINT and not to_group else None)
     try:
         copying_into(pg, process, scratch)
         sent = time.monotonic()
