@@ -40,11 +40,11 @@ def restore(
     settings = state(ctx).settings()
     if not target_db:
         raise ConfigError("--target-db is required", "name the database to restore into: --target-db NAME")
+    if terminate_sessions and not clean:
+        raise ConfigError("--terminate-sessions only applies with --clean", "add --clean, or drop the option")
     destinations = build_destinations(settings)
     entry = scan(destinations).find(backup_id, database)
     storage = pick_copy(entry, destinations, source)
-    if terminate_sessions and not clean:
-        raise ConfigError("--terminate-sessions only applies with --clean", "add --clean, or drop the option")
     with StopSignals() as stop, progress_bar("restoring", entry.manifest.size_bytes) as progress:
         result = Restorer(settings, progress=progress, stop=stop).restore(
             entry, storage, target_db, create=create, clean=clean, terminate_sessions=terminate_sessions, jobs=jobs)
@@ -55,7 +55,7 @@ def restore(
     for note in result.notes:
         emit(f"Note: {note}")
     if stop.name is not None:
-        emit(f"Note: {stop.name} arrived during the final swap, which completed: {target_db} holds {entry.id}.")
+        emit(f"Note: {stop.name} arrived when the final swap had begun; it completed: {target_db} holds {entry.id}.")
     logger.info("Restore completed", extra=log.fields(backup=entry.id, target=target_db, seconds=result.seconds,
                                                       tables=tables))
     return 0
