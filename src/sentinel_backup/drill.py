@@ -28,6 +28,7 @@ from .storage.base import Storage
 
 logger = log.get("drill")
 SCRATCH_PREFIX = "sentinel_drill_"
+DRILL_SERVER_HINT = ", or set DRILL_HOST / DRILL_USER to a separate drill server where the role may create databases"
 __all__ = ["DRILL_SUFFIX", "Drill", "DrillReport", "newest_record", "read_record"]
 
 
@@ -104,7 +105,7 @@ class Drill:
                 raise ConfigError(f"{manifest.id} holds globals, not a database", "drill a database backup")
             self.cleanup_stale()
             self.restorer.check_stored(storage, manifest)
-            with self.restorer.scratch_database(scratch):
+            with self.restorer.scratch_database(scratch, create_hint=DRILL_SERVER_HINT):
                 t0 = time.monotonic()
                 result = self.restorer.restore_into(entry, storage, scratch)
                 report.restore_seconds = round(time.monotonic() - t0, 3)

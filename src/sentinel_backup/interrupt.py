@@ -19,6 +19,17 @@ How a run stops, whatever it is doing:
   seen while a stop is requested as the interruption (a child killed by the same process
   group signal is not "pg_dump failed"): :class:`~sentinel_backup.errors.Interrupted`,
   exit 130.
+
+Two ways of stopping live here, each where it fits:
+
+- **Requests** (:class:`Stopper`, :func:`signal_stop`; used by ``backup`` and the jobs):
+  handlers never raise; the work polls ``check()`` and the watcher stops children. Fits a
+  pipeline of threads whose every stage must be aborted in order.
+- **Raising** (:class:`StopSignals`, :class:`StopRequested`; used by ``restore``): the first
+  signal raises in the main thread where it is blocked, except inside
+  :meth:`StopSignals.deferred` steps (CREATE DATABASE, the swap) that must not be cut in
+  half; it derives from KeyboardInterrupt so ``except Exception`` never swallows it.
+  Fits a single-threaded flow of child processes and short SQL steps.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any
 
 from . import log
@@ -182,3 +193,73 @@ def _announce(stopper: Stopper, signum: int, again: bool, what: str) -> None:
     else:
         logger.warning(f"{name} received: stopping {what}, removing its unfinished files")
     stopper.event.set()
+
+
+RAISING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StopRequested(KeyboardInterrupt):
+    """A stop signal arrived: unwind, clean up, exit 130."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class StopSignals:
+    """``with StopSignals() as stop:`` -- SIGINT/SIGTERM/SIGHUP stop the block (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._delivered = False
+        self._depth = 0
+        self._previous: dict[int, object] = {}
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+    def __enter__(self) -> StopSignals:
+        for sig in RAISING_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)  # type: ignore[arg-type]
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is not None:
+            logger.warning(f"Received {name} again: already stopping, cleaning up first")
+            return
+        self.signum = signum
+        if self._depth:
+            logger.warning(f"Received {name}: stopping after the current step")
+            return
+        logger.warning(f"Received {name}: stopping and cleaning up")
+        self._delivered = True
+        raise StopRequested(signum)
+
+    def check(self) -> None:
+        """Raise StopRequested now if a signal arrived and was not delivered yet."""
+        if self.signum is not None and not self._delivered:
+            self._delivered = True
+            raise StopRequested(self.signum)
+
+    @contextlib.contextmanager
+    def deferred(self, *, deliver: bool = True) -> Iterator[None]:
+        """Record signals instead of raising them; on leaving the outermost block, deliver a
+        recorded one (unless ``deliver`` is false: cleanup that runs while an error unwinds)."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if deliver and not self._depth:
+            self.check()

@@ -2,11 +2,25 @@
 
 Safety rules:
 - the stored SHA-256 is checked in a first pass, before any decrypted byte is used;
-- the data is restored into a scratch database first; only when that succeeded and the
-  table row counts match the manifest is the scratch database renamed to the target
-  (with ``--clean``, the old target is dropped at that moment, not before);
-- a failure drops the scratch database and leaves the target as it was;
-- nothing but the target (and the scratch database) is ever touched.
+- the data is restored into a scratch database ``<target>__sentinel_restore`` first;
+- only when that succeeded and the table row counts match the manifest comes the swap:
+  1. the scratch database stops accepting connections and any session on it (nobody
+     has business there, e.g. a monitoring agent) is terminated;
+  2. with ``--clean``, sessions on the old target are listed: the restore refuses while
+     there are any, unless ``--terminate-sessions`` was given; then the old target stops
+     accepting connections and its sessions are terminated;
+  3. one transaction renames the old target to ``<target>__sentinel_old`` and the scratch
+     database to ``<target>`` and lets the new target accept connections again: either
+     everything or nothing of it happens;
+  4. only then is ``<target>__sentinel_old`` dropped (if that fails, it is kept and named);
+- a failure before the swap committed drops the scratch database and leaves the target
+  as it was (its ``ALLOW_CONNECTIONS`` restored); the error names what exists afterwards;
+- with a :class:`~sentinel_backup.interrupt.StopSignals` guard, SIGINT/SIGTERM/SIGHUP stop
+  the restore: the client tool is stopped, the scratch database dropped ``WITH (FORCE)``
+  (which ends its server sessions) and :class:`Interrupted` (exit 130) raised. The
+  short DDL steps and the swap are not cut in half: a signal during them is honoured
+  right after them (after the swap committed, the restore is complete and says so);
+- nothing but the target, the scratch database and ``<target>__sentinel_old`` is touched.
 """
 
 from __future__ import annotations
@@ -24,7 +38,8 @@ from typing import IO, TypeVar
 from . import log
 from .catalog import Entry
 from .config import Settings
-from .errors import ConfigError, NotFound, RestoreFailed, SentinelError, VerifyFailed
+from .errors import ConfigError, Interrupted, NotFound, RestoreFailed, SentinelError, SourceError, VerifyFailed
+from .interrupt import StopSignals
 from .manifest import Manifest
 from .source import PSQL_FLAGS, Source, StderrCollector, conninfo, source_error
 from .storage.base import Storage
@@ -37,6 +52,33 @@ logger = log.get("restore")
 V = TypeVar("V")
 Progress = Callable[[int], None]
 SCRATCH_SUFFIX = "__sentinel_restore"
+OLD_SUFFIX = "__sentinel_old"
+MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: longer names are silently truncated by the server
+STOP_TIMEOUT = 5.0
+
+SESSIONS_SQL = ("SELECT coalesce(json_agg(json_build_object('pid', pid, 'user', usename, 'application',"
+                " application_name, 'client', coalesce(host(client_addr), 'local'), 'state', state) ORDER BY pid),"
+                " '[]') FROM pg_stat_activity WHERE datname = {name} AND pid <> pg_backend_pid()")
+TERMINATE_SQL = ("SELECT coalesce(json_agg(pg_terminate_backend(pid, 5000)), '[]') FROM pg_stat_activity"
+                 " WHERE datname = {name} AND pid <> pg_backend_pid()")
+
+
+def derived_name(target: str, suffix: str) -> str:
+    """``target + suffix`` within 63 bytes: the target is shortened (at a character boundary)."""
+    room = MAX_NAME_BYTES - len(suffix.encode())
+    head = target.encode()[:room].decode(errors="ignore")
+    return head + suffix
+
+
+def stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (pg_restore then cancels its queries and stops its workers), SIGKILL if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def quote_ident(name: str) -> str:
@@ -55,6 +97,7 @@ class RestoreResult:
     expected: dict[str, int] | None
     actual: dict[str, int]
     differences: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what a successful restore left behind, for the user
 
     @property
     def counts_match(self) -> bool | None:
@@ -70,10 +113,16 @@ def compare_counts(expected: Mapping[str, V] | None, actual: Mapping[str, V]) ->
 
 
 class Restorer:
-    def __init__(self, settings: Settings, *, progress: Progress | None = None) -> None:
+    def __init__(self, settings: Settings, *, progress: Progress | None = None,
+                 stop: StopSignals | None = None) -> None:
         self.settings = settings
         self.source = Source(settings)
         self.progress = progress
+        self.stop = stop
+
+    def _deferred(self, *, deliver: bool = True) -> contextlib.AbstractContextManager[None]:
+        """A step a stop signal must not cut in half (no-op without a StopSignals guard)."""
+        return self.stop.deferred(deliver=deliver) if self.stop is not None else contextlib.nullcontext()
 
     # --- database helpers -------------------------------------------------------------
     def database_exists(self, name: str) -> bool:
@@ -88,56 +137,182 @@ class Restorer:
         return self.source.row_counts(database)
 
     @contextlib.contextmanager
-    def scratch_database(self, name: str) -> Iterator[str]:
+    def scratch_database(self, name: str, *, create_hint: str = "") -> Iterator[str]:
         """Create ``name``; drop it on the way out unless it was renamed away."""
         if self.database_exists(name):
             raise RestoreFailed(f"scratch database {name} already exists (left by an interrupted restore?)",
                                 f"check it is not needed, then: DROP DATABASE {quote_ident(name)}")
-        self.execute(f"CREATE DATABASE {quote_ident(name)}")
+        try:
+            with self._deferred():
+                self.execute(f"CREATE DATABASE {quote_ident(name)}")
+        except SourceError as exc:
+            if "permission denied to create database" not in exc.message:
+                raise
+            user = self.settings.postgres_user
+            raise SourceError(f"{exc.message} (restores go through a scratch database, {name})",
+                              f"the role {user} needs CREATEDB: ALTER ROLE {quote_ident(user)} CREATEDB;"
+                              f" or use a superuser{create_hint}") from None
         try:
             yield name
         finally:
-            if self.database_exists(name):
-                try:
-                    self.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
-                except SentinelError as exc:
-                    logger.error(f"Could not drop scratch database {name}: {exc.message}")
+            # FORCE also ends the server sessions of a client tool that was stopped.
+            with self._deferred(deliver=False):
+                if self.database_exists(name):
+                    try:
+                        self.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+                    except SentinelError as exc:
+                        logger.error(f"Could not drop scratch database {name}: {exc.message}")
+
+    # --- the restore ------------------------------------------------------------------
+    def sessions(self, database: str) -> list[dict[str, object]]:
+        """Other sessions connected to ``database`` (pid, user, application, client, state)."""
+        found = self.source.query_json(SESSIONS_SQL.format(name=quote_literal(database)))
+        return [s for s in found if isinstance(s, dict)] if isinstance(found, list) else []
+
+    def _refuse_sessions(self, target: str, terminate: bool, error: type[SentinelError]) -> None:
+        sessions = self.sessions(target)
+        if sessions and not terminate:
+            listed = "; ".join(f"pid {s['pid']} user {s['user']} application {s['application'] or '-'}"
+                               f" from {s['client']} ({s['state']})" for s in sessions[:10])
+            more = f" and {len(sessions) - 10} more" if len(sessions) > 10 else ""
+            raise error(f"{len(sessions)} session(s) are connected to {target}, which --clean would replace:"
+                        f" {listed}{more}",
+                        "stop them (e.g. the application) and run the restore again, or pass --terminate-sessions"
+                        " to have them terminated just before the swap")
+
+    def _close(self, database: str) -> None:
+        """No new connections to ``database``; sessions on it are terminated (waiting up to 5 s each)."""
+        self.execute(f"ALTER DATABASE {quote_ident(database)} ALLOW_CONNECTIONS false")
+        self.source.query_json(TERMINATE_SQL.format(name=quote_literal(database)))
+
+    def _allows_connections(self, database: str) -> bool:
+        result = self.source.query_json("SELECT json_build_array(datallowconn) FROM pg_database"
+                                        f" WHERE datname = {quote_literal(database)}")
+        return bool(isinstance(result, list) and result[0])
 
     # --- the restore ------------------------------------------------------------------
     def restore(self, entry: Entry, storage: Storage, target: str, *, create: bool = False, clean: bool = False,
-                jobs: int = 1) -> RestoreResult:
+                terminate_sessions: bool = False, jobs: int = 1) -> RestoreResult:
         manifest = entry.manifest
         if manifest.kind == "globals":
             raise ConfigError(f"{manifest.id} holds roles and tablespaces, not a database",
                               f"apply it with: gunzip -c {manifest.artifact} | psql -d postgres"
                               " (errors for roles that already exist are expected)")
-        if not target or target.endswith(SCRATCH_SUFFIX):
+        if not target or target.endswith((SCRATCH_SUFFIX, OLD_SUFFIX)):
             raise ConfigError("--target-db names no usable database", "give --target-db NAME")
+        if len(target.encode()) > MAX_NAME_BYTES:
+            raise ConfigError(f"--target-db {target!r} is {len(target.encode())} bytes long: PostgreSQL names have"
+                              f" at most {MAX_NAME_BYTES} bytes (the server would silently cut it)",
+                              f"choose a name of at most {MAX_NAME_BYTES} bytes")
         exists = self.database_exists(target)
         if exists and not clean:
             raise ConfigError(f"database {target} already exists",
-                              "pass --clean to replace it (it is dropped only after the restore succeeded), "
-                              "or choose another --target-db")
+                              "pass --clean to replace it (it is dropped only after the restored copy took its name),"
+                              " or choose another --target-db")
         if not exists and not create:
             raise ConfigError(f"database {target} does not exist", "pass --create to create it")
-        if entry.legacy:  # no manifest: prove the file in full first, and pin the SHA-256 it was read with
-            entry = replace(entry, manifest=prove_legacy(storage, manifest, self.settings))
-        else:
-            self.check_stored(storage, manifest)
-        scratch = (target[: 63 - len(SCRATCH_SUFFIX)] + SCRATCH_SUFFIX)
+        scratch = derived_name(target, SCRATCH_SUFFIX)
+        old = derived_name(target, OLD_SUFFIX) if exists else None
+        if old is not None:
+            if self.database_exists(old):
+                raise ConfigError(f"database {old} already exists (the old {target} kept by an earlier restore?)",
+                                  f"check it is not needed, then: DROP DATABASE {quote_ident(old)}")
+            self._refuse_sessions(target, terminate_sessions, ConfigError)  # fail now, not after hours
         t0 = time.monotonic()
-        with self.scratch_database(scratch):
-            result = self.restore_into(entry, storage, scratch, jobs=jobs)
-            if result.differences:
-                raise RestoreFailed(f"restored row counts differ from the manifest: {format_differences(result)}",
-                                    f"the target {target} was left unchanged")
-            if exists:
-                logger.info(f"Dropping the old {target} (--clean)")
-                self.execute(f"DROP DATABASE {quote_ident(target)}")
-            self.execute(f"ALTER DATABASE {quote_ident(scratch)} RENAME TO {quote_ident(target)}")
+        swapped = False
+        try:
+            if entry.legacy:  # no manifest: prove the file in full first, and pin the SHA-256 it was read with
+                entry = replace(entry, manifest=prove_legacy(storage, manifest, self.settings))
+            else:
+                self.check_stored(storage, manifest)
+            with self.scratch_database(scratch):
+                result = self.restore_into(entry, storage, scratch, jobs=jobs)
+                if result.differences:
+                    raise RestoreFailed(f"restored row counts differ from the manifest: {format_differences(result)}")
+                if self.stop is not None:
+                    self.stop.check()  # the last moment a signal stops the restore
+                with self._deferred(deliver=False):  # the swap is never cut in half
+                    notes = self._swap(scratch, target, old, terminate_sessions)
+                    swapped = True
+        except BaseException as exc:
+            if swapped or not isinstance(exc, (SentinelError, KeyboardInterrupt)):
+                raise
+            raise self._failed(exc, manifest.id, target, scratch, old, exists) from None
         result.target = target
         result.seconds = round(time.monotonic() - t0, 3)
+        result.notes = notes
         return result
+
+    def _swap(self, scratch: str, target: str, old: str | None, terminate: bool) -> list[str]:
+        """Give the restored copy the target's name (see the module doc); notes on what is left."""
+        logger.info(f"Swapping the restored copy {scratch} in as {target}")
+        self._close(scratch)  # nobody has business on the scratch database
+        reopen = False
+        try:
+            statements = []
+            if old is not None:
+                self._refuse_sessions(target, terminate, RestoreFailed)
+                if terminate and self._allows_connections(target):
+                    logger.warning(f"Terminating the sessions on {target} (--terminate-sessions)")
+                    reopen = True
+                    self._close(target)
+                statements.append(f"ALTER DATABASE {quote_ident(target)} RENAME TO {quote_ident(old)}")
+            statements += [f"ALTER DATABASE {quote_ident(scratch)} RENAME TO {quote_ident(target)}",
+                           f"ALTER DATABASE {quote_ident(target)} ALLOW_CONNECTIONS true"]
+            try:
+                self.execute("BEGIN; " + "; ".join(statements) + "; COMMIT")
+            except SourceError as exc:
+                raise RestoreFailed(f"the swap of {scratch} in as {target} failed, nothing of it was done:"
+                                    f" {exc.message}") from None
+        except BaseException:
+            if reopen:
+                try:
+                    self.execute(f"ALTER DATABASE {quote_ident(target)} ALLOW_CONNECTIONS true")
+                except SentinelError as exc:
+                    logger.error(f"Could not let {target} accept connections again: {exc.message}")
+            raise
+        if old is None:
+            return []
+        logger.info(f"Dropping the old {target}, renamed {old} (--clean)")
+        try:
+            self.execute(f"DROP DATABASE {quote_ident(old)} WITH (FORCE)")
+        except SentinelError as exc:
+            logger.error(f"Could not drop {old}: {exc.message}")
+            return [f"the old content of {target} is kept as database {old} (dropping it failed: {exc.message});"
+                    f" drop it when it is no longer needed: DROP DATABASE {quote_ident(old)}"]
+        return []
+
+    def _failed(self, exc: SentinelError | KeyboardInterrupt, backup_id: str, target: str, scratch: str,
+                old: str | None, existed: bool) -> SentinelError:
+        """The error to raise for a restore that did not complete, naming every database that exists now."""
+        state = self._state(target, scratch, old, existed)
+        signal_name = self.stop.name if self.stop is not None else None
+        if isinstance(exc, KeyboardInterrupt) or signal_name is not None:
+            by = f" by {signal_name}" if signal_name else ""
+            return Interrupted(f"the restore of {backup_id} into {target} was interrupted{by}", state)
+        assert isinstance(exc, SentinelError)
+        return type(exc)(exc.message, f"{exc.hint}; {state}" if exc.hint else state)
+
+    def _state(self, target: str, scratch: str, old: str | None, existed: bool) -> str:
+        try:
+            with self._deferred(deliver=False):
+                facts = []
+                if self.database_exists(target):
+                    connectable = self._allows_connections(target)
+                    facts.append(f"{target} holds what it held before the restore" if existed else
+                                 f"{target} exists (it did not before the restore)")
+                    if not connectable:
+                        facts.append(f"{target} does not accept connections: ALTER DATABASE {quote_ident(target)}"
+                                     " ALLOW_CONNECTIONS true")
+                else:
+                    facts.append(f"there is NO database {target} any more" if existed else f"{target} was not created")
+                facts.append(f"the scratch database {scratch} still exists (it holds the partly restored copy)"
+                             if self.database_exists(scratch) else f"the scratch database {scratch} was dropped")
+                if old is not None and self.database_exists(old):
+                    facts.append(f"{old} holds the old content of {target}")
+        except SentinelError as err:
+            return f"could not check which databases exist now ({err.message}): look at {target} and {scratch}"
+        return "; ".join(facts)
 
     def check_stored(self, storage: Storage, manifest: Manifest) -> None:
         """First pass: the stored bytes must match the manifest before anything uses them."""
@@ -197,8 +372,13 @@ class Restorer:
             proc = self.source.popen("pg_restore", "--exit-on-error", "-j", str(jobs), "-d", conninfo(database),
                                      str(path), stdout=subprocess.DEVNULL)
             errors = StderrCollector(proc)
-            code = proc.wait()
-            errors.join()
+            try:
+                code = proc.wait()
+            except BaseException:
+                stop_child(proc)  # its workers' sessions end with the scratch database (DROP ... FORCE)
+                raise
+            finally:
+                errors.join()
             if code != 0:
                 raise source_error("pg_restore", errors.text(), code)
 

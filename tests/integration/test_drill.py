@@ -145,6 +145,8 @@ def test_no_permission_for_a_scratch_database_fails_with_a_clear_reason(pg: Temp
     result = cli(drill_env, "verify", "latest", "--restore")
     assert result.code == 1, result.output
     assert "permission denied to create database" in result.stdout
+    assert "the role sentinel_no_createdb needs CREATEDB" in result.stdout
+    assert "separate drill server" in result.stdout and "read access" not in result.stdout
     assert "drill-pw" not in result.output
     record = drill_record(env, item)
     assert record["passed"] is False and "permission denied to create database" in record["error"]

@@ -1,4 +1,8 @@
-"""`sentinel-backup restore`: a backup into a database, checked against the manifest."""
+"""`sentinel-backup restore`: a backup into a database, checked against the manifest.
+
+SIGINT, SIGTERM and SIGHUP stop the restore (see :mod:`sentinel_backup.restore`): the
+client tool is stopped, the scratch database dropped, the target left as it was, exit 130.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import typer
 from ... import log
 from ...catalog import legacy_database, scan
 from ...errors import ConfigError
+from ...interrupt import StopSignals
 from ...restore import Restorer, pick_copy
 from ...storage.registry import build_destinations
 from ..app import app, emit, progress_bar, state
@@ -23,6 +28,9 @@ def restore(
     target_db: Annotated[str, typer.Option("--target-db", help="Database to restore into (required).")] = "",
     create: Annotated[bool, typer.Option("--create", help="Create the target database.")] = False,
     clean: Annotated[bool, typer.Option("--clean", help="Replace an existing target database.")] = False,
+    terminate_sessions: Annotated[bool, typer.Option(
+        "--terminate-sessions", help="With --clean: terminate sessions on the target at the swap (else refuse).")]
+    = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel jobs (custom format).")] = 1,
     database: Annotated[str | None, typer.Option("--database", help="With `latest`: of this database.")] = None,
     source: Annotated[str | None, typer.Option("--from", help="Destination to read from: local, s3, minio.")]
@@ -32,17 +40,23 @@ def restore(
     settings = state(ctx).settings()
     if not target_db:
         raise ConfigError("--target-db is required", "name the database to restore into: --target-db NAME")
+    if terminate_sessions and not clean:
+        raise ConfigError("--terminate-sessions only applies with --clean", "add --clean, or drop the option")
     destinations = build_destinations(settings)
     entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings)).find(backup_id, database)
     storage = pick_copy(entry, destinations, source)
-    with progress_bar("restoring", entry.manifest.size_bytes) as progress:
-        result = Restorer(settings, progress=progress).restore(entry, storage, target_db, create=create,
-                                                               clean=clean, jobs=jobs)
+    with StopSignals() as stop, progress_bar("restoring", entry.manifest.size_bytes) as progress:
+        result = Restorer(settings, progress=progress, stop=stop).restore(
+            entry, storage, target_db, create=create, clean=clean, terminate_sessions=terminate_sessions, jobs=jobs)
     tables = len(result.actual)
     verdict = ("match the manifest" if result.counts_match else "not checked: a legacy file of the shell version "
                "records none (row-count check skipped)" if entry.legacy else "were not recorded (globals)")
     emit(f"Restored {entry.id} from {storage.name} into {target_db} in {result.seconds:.1f} s; "
          f"row counts of {tables} tables {verdict}.")
+    for note in result.notes:
+        emit(f"Note: {note}")
+    if stop.name is not None:
+        emit(f"Note: {stop.name} arrived when the final swap had begun; it completed: {target_db} holds {entry.id}.")
     logger.info("Restore completed", extra=log.fields(backup=entry.id, target=target_db, seconds=result.seconds,
                                                       tables=tables))
     return 0
