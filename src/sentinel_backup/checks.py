@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import private
 from .catalog import Catalog, scan
 from .config import Settings, VerifyMode, parse_duration
 from .drill import read_record
 from .errors import SentinelError
-from .jobs import read_last_run
+from .jobs import LastRunUnreadable, read_last_run
 from .keys import cipher_from_settings
 from .source import Source
 from .storage.base import Storage
@@ -126,7 +127,10 @@ def drill_checks(settings: Settings, catalog: Catalog, destinations: list[Storag
 
 
 def last_run_check(settings: Settings) -> CheckResult:
-    record = read_last_run(settings)
+    try:
+        record = read_last_run(settings)
+    except LastRunUnreadable as exc:  # says nothing about the last run: the backup age checks still judge
+        return CheckResult("last run", WARNING, exc.message, exc.hint)
     if record is None:
         return CheckResult("last run", WARNING, "no backup run recorded in BACKUP_DIR")
     status = {"ok": OK, "partial": WARNING}.get(str(record.get("status")), CRITICAL)
@@ -136,10 +140,18 @@ def last_run_check(settings: Settings) -> CheckResult:
     return CheckResult("last run", status, detail)
 
 
+def configuration_check(settings: Settings) -> CheckResult:
+    """Valid settings (else nothing runs); a warning for unknown (misspelled?) variables."""
+    if settings.warnings:
+        return CheckResult("configuration", WARNING, "settings are valid, but: " + "; ".join(settings.warnings),
+                           "fix or remove these variables (see docs/configuration.md)")
+    return CheckResult("configuration", OK, "settings are valid")
+
+
 def run_checks(settings: Settings, *, now: datetime | None = None) -> list[CheckResult]:
     now = now or datetime.now(UTC)
     source = Source(settings)
-    results = [CheckResult("configuration", OK, "settings are valid")]
+    results = [configuration_check(settings)]
     databases: list[str] = [] if settings.all_databases else settings.databases
 
     def server() -> str:
@@ -162,9 +174,13 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
     reachable = []
     for storage in destinations:
         result = _attempt(f"destination {storage.name}", functools.partial(probe_destination, storage))
-        results.append(result)
         if result.ok:
             reachable.append(storage)
+        mode = private.exposed(settings.backup_dir) if storage.name == "local" and result.ok else None
+        if mode is not None:
+            result = CheckResult(result.name, WARNING, f"{result.detail}; BACKUP_DIR is readable by group or "
+                                 f"others ({mode})", f"run: chmod 700 {settings.backup_dir}")
+        results.append(result)
     catalog = scan(reachable, strict=False)
     results += backup_checks(settings, catalog, databases, now)
     results.append(last_run_check(settings))

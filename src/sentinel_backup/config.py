@@ -7,16 +7,19 @@ tested against this schema, so a variable added here must be documented there.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from dotenv import dotenv_values
+from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -86,7 +89,11 @@ class Settings(BaseSettings):
         populate_by_name=False,
         use_enum_values=False,
         use_attribute_docstrings=True,
+        env_ignore_empty=True,  # `LOG_LEVEL=` means unset: the .env value or the default applies
     )
+    # not settings: what load_settings found besides them (see there)
+    _aws_env: dict[str, str] = PrivateAttr(default_factory=dict)
+    _warnings: list[str] = PrivateAttr(default_factory=list)
 
     # --- source -----------------------------------------------------------------
     postgres_user: str = Field(validation_alias=_env("POSTGRES_USER"))
@@ -240,7 +247,7 @@ class Settings(BaseSettings):
     max_backup_age: str = Field("26h", validation_alias=_env("MAX_BACKUP_AGE"))
     """`check` is critical when the newest good backup of a database is older than this (e.g. 26h, 7d)."""
     metrics_file: Path | None = Field(None, validation_alias=_env("METRICS_FILE"))
-    """Write Prometheus metrics here after every run (node_exporter textfile collector, *.prom)."""
+    """Prometheus metrics after every run (node_exporter textfile, *.prom); created 0600: `chmod 644` it once."""
     backup_schedule: str = Field("0 3 * * *", validation_alias=_env("BACKUP_SCHEDULE"))
     """Cron expression for `schedule`: when to run backup (then retention)."""
     prune_schedule: str | None = Field(None, validation_alias=_env("PRUNE_SCHEDULE"))
@@ -254,7 +261,7 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field(LogLevel.INFO, validation_alias=_env("LOG_LEVEL"))
     """DEBUG, INFO, WARN or ERROR."""
     log_file: Path | None = Field(None, validation_alias=_env("LOG_FILE"))
-    """Also append every log record to this file."""
+    """Also append every log record to this file (created 0600, a missing folder 0700)."""
     log_format: LogFormat = Field(LogFormat.TEXT, validation_alias=_env("LOG_FORMAT"))
     """text or json (one JSON object per line)."""
 
@@ -340,6 +347,17 @@ class Settings(BaseSettings):
 
     # --- derived ----------------------------------------------------------------
     @property
+    def aws_env(self) -> dict[str, str]:
+        """AWS SDK variables from the .env file that the process environment does not override
+        (storage/aws_env.py hands them to botocore). Secret: never log them."""
+        return self._aws_env
+
+    @property
+    def warnings(self) -> list[str]:
+        """Problems found while loading that do not stop the program (unknown variables)."""
+        return self._warnings
+
+    @property
     def databases(self) -> list[str]:
         """The database names from POSTGRES_DB (``["all"]`` stays as is; see source)."""
         return [d.strip() for d in self.postgres_db.split(",") if d.strip()]
@@ -394,19 +412,37 @@ def parse_timeout(text: str) -> timedelta:
         raise ValueError("must be a duration like 30s, 5m or 1h, or 0 (no limit)") from None
 
 
-def read_secret_file(path: Path, variable: str, *, private: bool = False) -> str:
-    """First line of a secret file, without its newline. ``private`` refuses group/other access."""
+def read_private_file(path: Path, variable: str, create_hint: str, *, line_limit: int | None = None) -> bytes:
+    """A secret file's bytes (only its first line, up to ``line_limit`` bytes, when given).
+
+    The one check every secret file goes through (key files, age identities, password and
+    secret-key files): it must be a regular file that neither group nor others can access."""
     try:
         info = path.stat()
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{variable}: {path} is not a regular file", f"point {variable} at the file itself")
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"{variable}: {path} is readable by group or others (mode {info.st_mode & 0o777:o})",
+                              f"run: chmod 600 {path}")
+        with path.open("rb") as file:
+            return file.read() if line_limit is None else file.readline(line_limit)
     except FileNotFoundError:
-        raise ConfigError(f"{variable}: {path} does not exist", f"create it or fix {variable}") from None
+        raise ConfigError(f"{variable}: {path} does not exist", create_hint) from None
     except OSError as exc:
-        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}",
-                          f"check the permissions of {path}") from None
-    if private and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{variable}: {path} is readable by group or others (mode {info.st_mode & 0o777:o})",
-                          f"run: chmod 600 {path}")
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}", f"check the permissions of {path}") \
+            from None
+
+
+def read_secret_file(path: Path, variable: str) -> str:
+    """First line of a secret file (password, secret key), without its newline. Refuses files
+    readable by group or others, like every secret file."""
+    data = read_private_file(path, variable, f"create it with the secret on its first line and chmod 600 {path}, "
+                                             f"or fix {variable}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{variable}: {path} is not UTF-8 text", f"put the secret on the first line of {path}") \
+            from None
     line = text.splitlines()[0] if text.strip() else ""
     if not line:
         raise ConfigError(f"{variable}: {path} is empty", f"put the secret on the first line of {path}")
@@ -442,16 +478,87 @@ def settings_from(values: dict[str, str]) -> Settings:
                           "fix the values given") from None
 
 
+# Variables of the tool that are not settings of the schema.
+OTHER_TOOL_VARIABLES = ("SENTINEL_ENV_FILE",)
+# Non-tool variables a .env may hold for the system or a container (not misspellings).
+SYSTEM_VARIABLES = ("TZ", "LANG", "LANGUAGE", "TMPDIR", "PATH", "HOME", "USER")
+# First words of schema names too generic to claim in the environment (DOCKER_HOST, PG_VERSION
+# of the postgres image, MAX_..., MIN_...): typos there are caught in the .env only.
+_SHARED_PREFIXES = ("DOCKER_", "PG_", "MAX_", "MIN_")
+_LIBPQ = re.compile(r"PG[A-Z]+")
+
+
+def tool_variables() -> list[str]:
+    """Every variable name the tool reads, from the schema."""
+    names = [str(n) for field in Settings.model_fields.values()
+             for n in _aliases(field.validation_alias)]
+    return [*names, *OTHER_TOOL_VARIABLES]
+
+
+def tool_prefixes() -> tuple[str, ...]:
+    """``POSTGRES_``, ``S3_``, ``RETENTION_``, ...: the first word of every schema variable."""
+    firsts = {name.split("_", 1)[0] + "_" for name in tool_variables() if "_" in name}
+    return tuple(sorted(firsts - set(_SHARED_PREFIXES)))
+
+
+def _aliases(alias: Any) -> list[str]:
+    if isinstance(alias, AliasChoices):
+        return [str(c) for c in alias.choices]
+    return [str(alias)] if alias else []
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def unknown_variables(file_values: Mapping[str, str | None], environ: Mapping[str, str]) -> list[str]:
+    """A warning for every .env key the tool does not read, and for every environment variable
+    with one of the tool's prefixes that it does not know, with the nearest known name."""
+    known = tool_variables()
+    aws: frozenset[str] = frozenset()
+    if any(k.startswith("AWS_") for k in file_values):
+        from .storage.aws_env import variables  # botocore's tables: imported only when needed
+
+        aws = variables()
+    warnings = []
+    for name in file_values:
+        if name in known or name in aws or name in SYSTEM_VARIABLES:
+            continue
+        if _LIBPQ.fullmatch(name):
+            if name not in environ:
+                warnings.append(f"{name} in the .env file is not used: libpq variables are read from the process "
+                                f"environment only (export {name} in the environment)")
+            continue
+        if name.startswith("AWS_"):
+            warnings.append(f"{name} in the .env file is not an AWS SDK variable this tool passes on"
+                            f"{_suggest(name, sorted(aws))}; it is ignored (export it if the SDK should see it)")
+            continue
+        warnings.append(f"unknown variable {name} in the .env file{_suggest(name, known)}: it is ignored")
+    prefixes = tool_prefixes()
+    for name in sorted(environ):
+        if name.startswith(prefixes) and name not in known and name not in file_values:
+            warnings.append(f"unknown variable {name} in the environment{_suggest(name, known)}: it is ignored")
+    return warnings
+
+
 def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
     """Read the settings; turn every validation problem into one ConfigError."""
     path = env_file if env_file is not None else Path(os.environ.get("SENTINEL_ENV_FILE", ".env"))
     if env_file is not None and not env_file.is_file():
         raise ConfigError(f"--env-file {env_file} does not exist", "give the path of an existing .env file")
+    file_values = dotenv_values(path, encoding="utf-8") if path.is_file() else {}
     try:
-        return Settings(_env_file=path if path.is_file() else None, **overrides)  # type: ignore[call-arg]
+        settings = Settings(_env_file=path if path.is_file() else None, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems = [_describe(dict(e)) for e in exc.errors()]
         raise ConfigError(
             "invalid configuration: " + "; ".join(problems),
             "fix the variables above in the environment or .env (see docs/configuration.md)",
         ) from None
+    settings._warnings = unknown_variables(file_values, os.environ)
+    if any(k.startswith("AWS_") for k in file_values):
+        from .storage.aws_env import from_env_file
+
+        settings._aws_env = from_env_file(file_values, os.environ)
+    return settings

@@ -14,13 +14,14 @@ Interrupted (exit 130) is raised.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import log
+from . import log, private
 from .backup import BackupRun, RunResult
 from .catalog import scan as scan_catalog
 from .config import Settings, VerifyMode
@@ -80,12 +81,15 @@ def exit_code(result: RunResult) -> int:
     return EXIT_PARTIAL if result.partial else EXIT_OK
 
 
-def summarize(result: RunResult) -> None:
+def summarize(result: RunResult, drills: list[DrillReport] | None = None) -> None:
+    """The run's summary line, logged after everything else the job does (retention, drills,
+    notifications): a good run's last line is `Backup process completed`."""
     good = [o for o in result.outcomes if o.ok]
     raw = sum(o.manifest.raw_size_bytes for o in good if o.manifest)
     stored = sum(o.manifest.size_bytes for o in good if o.manifest)
-    status = ("interrupted" if result.interrupted else "failed" if result.failed else "partial" if result.partial
-              else "ok")
+    failed_drills = [d.database for d in drills or [] if not d.passed]
+    status = ("interrupted" if result.interrupted else "failed" if result.failed or failed_drills
+              else "partial" if result.partial else "ok")
     fields = log.fields(status=status, databases=len(result.outcomes), succeeded=len(good),
                         failed=len(result.failed), raw_bytes=raw, stored_bytes=stored,
                         duration_seconds=round(result.duration, 2))
@@ -93,6 +97,9 @@ def summarize(result: RunResult) -> None:
         logger.warning(f"Backup process interrupted: {result.interrupted.message}", extra=fields)
     elif result.failed:
         logger.error(f"Backup process failed for {', '.join(o.database for o in result.failed)}", extra=fields)
+    elif failed_drills:
+        logger.error(f"Backup process failed: the restore drill failed for {', '.join(failed_drills)}",
+                     extra=fields)
     elif result.partial:
         logger.warning("Backup process completed with failed destinations", extra=fields)
     else:
@@ -119,21 +126,55 @@ def write_last_run(settings: Settings, result: RunResult, code: int) -> None:
         "databases": {o.database: {"ok": o.ok, "error": o.error, "failed_destinations": o.failed,
                                    "backup": o.manifest.id if o.manifest else None} for o in result.outcomes},
     }
-    try:
-        path = settings.backup_dir / LAST_RUN_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
+    path = settings.backup_dir / LAST_RUN_FILE
+    tmp = path.with_suffix(".tmp")
+    try:  # written whole (fsync) before the rename: a crash leaves the old record, never an empty one
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, private.FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            os.fchmod(file.fileno(), private.file_mode_for(path))
+            file.write(json.dumps(record, indent=2))
+            file.flush()
+            os.fsync(file.fileno())
         tmp.replace(path)
     except (OSError, SentinelError) as exc:
         logger.warning(f"Could not record the last run in {settings.backup_dir}: {exc}")
 
 
+class LastRunUnreadable(SentinelError):
+    """The last-run record exists but says nothing usable (empty, damaged, unreadable)."""
+
+
 def read_last_run(settings: Settings) -> dict[str, Any] | None:
+    """The last-run record; None when no run was recorded. LastRunUnreadable when the file
+    is there but empty, not JSON, not a record, or cannot be read."""
+    path = settings.backup_dir / LAST_RUN_FILE
+    hint = (f"the next backup run rewrites it; meanwhile check the log of the last run and the free space "
+            f"and permissions of {settings.backup_dir}")
     try:
-        data = json.loads((settings.backup_dir / LAST_RUN_FILE).read_text())
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
-    return data if isinstance(data, dict) else None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise LastRunUnreadable(f"last-run record is unreadable: {path} ({reason})", hint) from None
+    if not text.strip():
+        raise LastRunUnreadable(f"last-run record is empty: {path}", hint)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise LastRunUnreadable(f"last-run record is damaged (not JSON): {path}", hint) from None
+    if not isinstance(data, dict) or data.get("status") not in ("ok", "partial", "failed") \
+            or not data.get("finished_at"):
+        raise LastRunUnreadable(f"last-run record has no status or finish time: {path}", hint)
+    return data
+
+
+def warn_if_exposed(settings: Settings) -> None:
+    """BACKUP_DIR holds every backup (and the run lock): group or others should not see in."""
+    mode = private.exposed(settings.backup_dir)
+    if mode is not None:
+        logger.warning(f"BACKUP_DIR {settings.backup_dir} is readable by group or others ({mode}): "
+                       f"anyone with that access can read the backups; run: chmod 700 {settings.backup_dir}")
 
 
 def metrics_for(result: RunResult | None, drills: list[DrillReport]) -> RunMetrics:
@@ -176,6 +217,7 @@ def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = N
     stopper = stop if isinstance(stop, Stopper) else Stopper(stop)
     cipher = cipher_from_settings(settings)  # a bad key is a configuration error: before anything is touched
     destinations, unusable = usable_destinations(settings)
+    warn_if_exposed(settings)
     notifier = Notifier.from_settings(settings)
     stopper.check("the backup")
     with run_lock(settings.backup_dir), stopper.watching():
@@ -187,7 +229,6 @@ def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = N
             notifier.notify(RunEvent(EventKind.BACKUP_FAILED, error=exc.message))
             notifier.ping("fail", exc.message)
             raise
-        summarize(result)
         code = exit_code(result)
         pruned: list[tuple[RetentionPlan, ApplyResult]] = []
         drills: list[DrillReport] = []
@@ -217,6 +258,7 @@ def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = N
             notifier.ping("success")
         else:
             notifier.ping("fail", result.interrupted.message if result.interrupted else run_event(result).error)
+        summarize(result, drills)  # the last line of the job: `Backup process completed` only when all is done
     if result.interrupted is not None:
         kept = [o.manifest.artifact for o in result.outcomes if o.manifest and o.stored]
         raise Interrupted(result.interrupted.message + (f"; completed before the stop: {', '.join(kept)}"

@@ -7,42 +7,22 @@ does not parse; an identity that does not match the recipients.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pyrage
 
-from .config import EncryptionMethod, Settings
+from .config import EncryptionMethod, Settings, read_private_file
 from .errors import ConfigError, VerifyFailed
 from .streams.crypto import _OPENSSL_PASS_MAX, AES, AGE, AesCipher, AgeCipher, Cipher
-
-
-def _read_private(path: Path, variable: str, create_hint: str, *, line_limit: int | None = None) -> bytes:
-    """A secret file's bytes (only its first line up to ``line_limit`` bytes when given);
-    refuses files readable by group or others."""
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{variable}: {path} is not a regular file", f"point {variable} at the file itself")
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{variable}: {path} is readable by group or others (mode {info.st_mode & 0o777:o})",
-                              f"run: chmod 600 {path}")
-        with path.open("rb") as file:
-            return file.read() if line_limit is None else file.readline(line_limit)
-    except FileNotFoundError:
-        raise ConfigError(f"{variable}: {path} does not exist", create_hint) from None
-    except OSError as exc:
-        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}", f"check the permissions of {path}") \
-            from None
 
 
 def read_key_file(path: Path, variable: str = "ENCRYPTION_KEY_PATH") -> bytes:
     """The password exactly as ``openssl -pass file:`` reads it: the first line's bytes without
     its ``\\n`` (a ``\\r`` stays), at most 1023 bytes. Refuses group/other access."""
     hint = f"create it with: openssl rand -base64 32 > {path} && chmod 600 {path}"
-    line = _read_private(path, variable, hint, line_limit=_OPENSSL_PASS_MAX + 1)
+    line = read_private_file(path, variable, hint, line_limit=_OPENSSL_PASS_MAX + 1)
     password = line.removesuffix(b"\n")[:_OPENSSL_PASS_MAX]
     if not password.strip():
         raise ConfigError(f"{variable}: {path} is empty (the key is its first line)", hint)
@@ -100,7 +80,7 @@ def recipients_from_settings(settings: Settings) -> list[tuple[str, Any]]:
 def load_identities(path: Path, variable: str = "AGE_IDENTITY_FILE") -> list[Any]:
     """age identities (``AGE-SECRET-KEY-1...`` lines, as age-keygen writes) or an unencrypted
     OpenSSH private key. The file must not be readable by group or others."""
-    data = _read_private(path, variable, _IDENTITY_HINT)
+    data = read_private_file(path, variable, _IDENTITY_HINT)
     if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data:
         try:
             return [pyrage.ssh.Identity.from_buffer(data)]

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import private
 from .config import LogFormat, LogLevel
 from .errors import ConfigError
 
@@ -95,7 +96,7 @@ def setup(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogFormat.TEXT, file
     logger.addHandler(out)
     if file is not None:
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
+            private.create_file(file)  # 0600 and a 0700 folder when new; an existing file keeps its mode
             handler = logging.FileHandler(file, encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"LOG_FILE {file} cannot be opened: {exc.strerror}",

@@ -38,12 +38,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from . import private
 from .errors import SentinelError
 
 log = logging.getLogger(__name__)
 
 PREFIX = "sentinel_backup_"
-FILE_MODE = 0o644  # node_exporter usually runs as another user; the file holds no secret
 
 # metric name (without PREFIX) -> (help text, label names). The order here is the file's order.
 METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -226,7 +226,7 @@ def write_atomically(path: Path, data: bytes) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temp, FILE_MODE)
+        os.chmod(temp, private.file_mode_for(path))  # new: 0600; chmod it once for node_exporter, it stays
         os.replace(temp, path)
     except BaseException as exc:  # also on KeyboardInterrupt: never leave the temp file behind
         with contextlib.suppress(OSError):

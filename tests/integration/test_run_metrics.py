@@ -64,7 +64,7 @@ def test_metrics_after_success_then_failure(pg: TempCluster, db: str, base_env: 
     first_run = value(samples, "last_run_timestamp_seconds")
     assert first_run >= value(samples, "last_success_timestamp_seconds", database=db)
     assert not any(name.startswith("drill_") for name, _ in samples)  # no drill has run yet
-    assert stat.S_IMODE(metrics.stat().st_mode) == 0o644
+    assert stat.S_IMODE(metrics.stat().st_mode) == 0o600  # private when new (chmod 644 once for node_exporter: kept)
     assert [p.name for p in folder.iterdir()] == ["sentinel.prom"]  # no temp file left beside it
 
     # The database disappears: the run fails, the last success is carried forward.

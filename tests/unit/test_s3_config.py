@@ -103,6 +103,8 @@ def test_secret_key_file(settings: Load, tmp_path: Path) -> None:
     secret.write_text("from-file\nignored\n")
     env = {**MINIO, "MINIO_SECRET_KEY_FILE": str(secret)}
     del env["MINIO_SECRET_KEY"]
+    assert "chmod 600" in str(config_error(settings, **env).hint)  # readable by others: refused
+    secret.chmod(0o600)
     minio = build_destinations(settings(**env))[1]
     assert isinstance(minio, S3Storage) and minio.config.secret_key == "from-file"
     assert "MINIO_SECRET_KEY_FILE" in str(config_error(settings, **{**env, "MINIO_SECRET_KEY_FILE": "/nope"}))

@@ -14,6 +14,8 @@ import typer
 from .. import log
 from ..config import Settings, load_settings
 
+_logger = log.get("config")
+
 app = typer.Typer(
     name="sentinel-backup",
     help="PostgreSQL backups that are streamed, verified, encrypted and proven to restore.",
@@ -35,6 +37,8 @@ class State:
             self._settings = load_settings(self.env_file)
             log.setup(self._settings.log_level, self._settings.log_format, self._settings.log_file,
                       to_stderr=machine_output)
+            for warning in self._settings.warnings:
+                _logger.warning(warning)
         return self._settings
 
 

@@ -68,14 +68,18 @@ def s3_config(settings: Settings) -> S3Config:
         raise ConfigError(f"S3_BUCKET must be an s3:// URL (got {url!r})", f"write it as s3://{url.lstrip('/')}")
     bucket, prefix = split_bucket(url.removeprefix("s3://"), "S3_BUCKET", "s3://")
     endpoint = check_endpoint(settings.s3_endpoint_url, "S3_ENDPOINT_URL") if settings.s3_endpoint_url else None
+    from .aws_env import endpoint_url
     from .s3 import S3Config
+
+    if endpoint is None and (from_file := endpoint_url(settings.aws_env)) is not None:
+        endpoint = check_endpoint(from_file, "AWS_ENDPOINT_URL")
 
     return S3Config(
         name="s3", bucket=bucket, prefix=prefix, region=settings.s3_region, endpoint_url=endpoint,
         storage_class=check_storage_class(settings.s3_storage_class),
         lock_days=settings.s3_object_lock_days,
         lock_mode=check_lock_mode(settings.s3_object_lock_mode, "S3_OBJECT_LOCK_MODE"),
-        path_style=endpoint is not None, variable="S3_BUCKET",
+        path_style=endpoint is not None, variable="S3_BUCKET", aws_env=settings.aws_env,
     )
 
 
@@ -105,7 +109,7 @@ def minio_config(settings: Settings) -> S3Config:
         access_key=settings.minio_access_key, secret_key=secret,
         lock_days=settings.minio_object_lock_days,
         lock_mode=check_lock_mode(settings.minio_object_lock_mode, "MINIO_OBJECT_LOCK_MODE"),
-        path_style=True, variable="MINIO_BUCKET",
+        path_style=True, variable="MINIO_BUCKET", aws_env=settings.aws_env,
     )
 
 

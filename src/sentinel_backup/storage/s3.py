@@ -26,7 +26,7 @@ import hashlib
 import io
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +37,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from ..errors import NotFound, ObjectLocked, StorageError
+from .aws_env import botocore_session
 from .base import ObjectInfo, put_via_writer
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class S3Config:
     lock_mode: str = "GOVERNANCE"
     path_style: bool = False
     variable: str = "S3_BUCKET"  # the setting that names the bucket, for hints
+    aws_env: Mapping[str, str] = field(default_factory=dict, repr=False)  # AWS_* from the .env (aws_env.py)
 
 
 def part_size_for(part_number: int, base: int = PART_SIZE) -> int:
@@ -103,7 +105,7 @@ class S3Storage:
         self.checksums = checksums
         session = boto3.session.Session(
             aws_access_key_id=config.access_key, aws_secret_access_key=config.secret_key,
-            region_name=config.region)
+            region_name=config.region, botocore_session=botocore_session(config.aws_env))
         self.client: S3Client = session.client(
             "s3", endpoint_url=config.endpoint_url,
             config=Config(
@@ -137,7 +139,8 @@ class S3Storage:
         cfg, bucket = self.config, self.bucket
         what = f"{self.name}: cannot {action} " + (f"s3://{bucket}/{self.prefix}{key}" if key else f"bucket {bucket}")
         keys = ("MINIO_ACCESS_KEY and MINIO_SECRET_KEY (or MINIO_SECRET_KEY_FILE)" if cfg.name == "minio"
-                else "the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role)")
+                else "the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment or .env, "
+                "AWS_PROFILE or the instance role)")
         endpoint_var = "MINIO_ENDPOINT" if cfg.name == "minio" else "S3_ENDPOINT_URL"
         region_var = "MINIO_REGION" if cfg.name == "minio" else "S3_REGION"
         if isinstance(exc, ClientError):
