@@ -354,6 +354,7 @@ class PsqlSession:
                         break
             else:
                 code = self.proc.wait()
+                self.died_in_query = True  # its server session may still wait (e.g. on a lock): close() ends it
                 self.errors.join()
                 return done + 1, source_error("psql", self.errors.text(), code)
         return None

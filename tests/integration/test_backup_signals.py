@@ -169,7 +169,7 @@ def test_sigterm_while_the_row_counts_wait_on_a_lock(pg: TempCluster, new_db: st
     with connect(pg, new_db) as other:
         other.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
         proc = start({**base_env, "POSTGRES_DB": new_db}, group=group)
-        wait_until(waiting_on_lock(pg, "json_object_agg"), proc, "the row counts waited")
+        wait_until(waiting_on_lock(pg, "LOCK TABLE"), proc, "the snapshot session waited on the lock")
         code, output, seconds = finish(proc, send(proc, signal.SIGTERM, group=group))
         assert_interrupted(code, output, seconds, signal.SIGTERM)
         # With a group signal psql dies at once, but its server session would go on waiting

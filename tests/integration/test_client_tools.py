@@ -4,6 +4,7 @@ any work (exit 2, both versions and the fix named), in direct and container mode
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -48,8 +49,9 @@ def test_matching_tools_back_up_and_check(env18: dict[str, str], pg18: TempClust
     assert tool["status"] == "ok" and "18.6" in tool["detail"], tool
     result = cli(env18, "backup")
     assert result.code == 0, result.output
-    listed = cli(env18, "list", "--json").json()
-    assert listed[0]["pg_dump_version"].startswith("pg_dump (PostgreSQL) 18.")
+    [item] = cli(env18, "list", "--json").json()
+    manifest = Path(env18["BACKUP_DIR"]) / f"{item['locations']['local']['path']}.manifest.json"
+    assert json.loads(manifest.read_text())["pg_dump_version"].startswith("pg_dump (PostgreSQL) 18.")
 
 
 def test_container_tools_older_than_the_server(env18: dict[str, str], tmp_path: Path) -> None:

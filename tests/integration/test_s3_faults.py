@@ -74,6 +74,7 @@ def test_secret_key_file(s3_server: WeedServer, s3_bucket: str, tmp_path: Path,
                          monkeypatch: pytest.MonkeyPatch) -> None:
     secret = tmp_path / "minio-secret"
     secret.write_text(s3_server.secret_key + "\n")
+    secret.chmod(0o600)  # secret files readable by others are refused
     env = {**s3_server.minio_env(s3_bucket), "MINIO_SECRET_KEY_FILE": str(secret)}
     del env["MINIO_SECRET_KEY"]
     assert "OK" in storage_from(monkeypatch, tmp_path, env).probe()

@@ -5,6 +5,7 @@ client tools; and upgrades by restore (a backup of an older server into a newer 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,10 @@ def cluster(request: pytest.FixtureRequest, major: int) -> TempCluster:
     server = request.getfixturevalue(SERVERS[major])
     assert isinstance(server, TempCluster)
     return server
+
+
+def request_major(server: TempCluster) -> str:
+    return server.psql("SELECT current_setting('server_version_num')::int / 10000")
 
 
 def content(server: TempCluster, database: str) -> dict[str, str]:
@@ -56,8 +61,9 @@ def test_roundtrip_and_drill_on_each_major(sample: tuple[TempCluster, str], back
     result = cli(env, "backup")
     assert result.code == 0, result.output
     [item] = cli(env, "list", "--json").json()
-    version = server.psql("SHOW server_version")
-    assert item["server_version"] == version
+    manifest = json.loads((tmp_path / "backups" / f"{item['locations']['local']['path']}.manifest.json").read_text())
+    assert manifest["server_version"] == server.psql("SHOW server_version")
+    assert manifest["pg_dump_version"].startswith(f"pg_dump (PostgreSQL) {request_major(server)}.")
     assert cli(env, "verify", "latest").code == 0
     drill = cli(env, "verify", "latest", "--restore")
     assert drill.code == 0, drill.output
