@@ -70,6 +70,8 @@ MODES: list[Mode] = [
     Mode("tool_gzip", "backup", "sentinel-backup: gzip (default)", "shell_gzip9", ("shell_gzip9",), True),
     Mode("tool_gzip_noverify", "backup", "sentinel-backup: gzip, VERIFY_AFTER_BACKUP=none", "shell_gzip9",
          ("shell_gzip9", "tool_gzip"), True),
+    Mode("tool_gzip_reread", "backup", "sentinel-backup: gzip, VERIFY_AFTER_BACKUP=reread", "shell_gzip9",
+         ("shell_gzip9", "tool_gzip"), True),
     Mode("tool_zstd", "backup", "sentinel-backup: zstd", "shell_zstd", ("shell_zstd", "shell_gzip9"), True),
     Mode("tool_gzip_aes", "backup", "sentinel-backup: gzip + AES-256-CBC", "shell_gzip9_aes",
          ("shell_gzip9_aes", "tool_gzip", "shell_gzip9"), True),
@@ -194,6 +196,7 @@ def run_backup(b: Bench, mode: Mode, rnd: int) -> Sample:
     tool_envs: dict[str, dict[str, str]] = {
         "tool_gzip": {},
         "tool_gzip_noverify": {"VERIFY_AFTER_BACKUP": "none"},
+        "tool_gzip_reread": {"VERIFY_AFTER_BACKUP": "reread"},
         "tool_zstd": {"COMPRESSION": "zstd"},
         "tool_gzip_aes": {"ENCRYPT_ENABLED": "true", "ENCRYPTION_METHOD": "aes-256-cbc",
                           "ENCRYPTION_KEY_PATH": str(key)},
@@ -326,9 +329,9 @@ def targets(samples: dict[str, list[Sample]], summary: dict[str, dict[str, Any]]
         return float(value) if value is not None else None
 
     result = [
-        Target("gzip: wall vs floor", "<= 1.5x", get("tool_gzip", "x_floor"), 1.5),
-        Target("gzip: faster than pg_dump | gzip -9", ">= 5x",
-               paired(samples, "shell_gzip9", "tool_gzip", wall), 5.0, higher_is_better=True),
+        Target("gzip: wall vs floor", "<= 1.3x", get("tool_gzip", "x_floor"), 1.3),
+        Target("gzip: faster than pg_dump | gzip -9", ">= 4x",
+               paired(samples, "shell_gzip9", "tool_gzip", wall), 4.0, higher_is_better=True),
         Target("gzip: size vs gzip -9", "<= 1.25x", get("tool_gzip", "x_gzip9_size"), 1.25),
         Target("zstd: wall vs floor", "<= 1.3x", get("tool_zstd", "x_floor"), 1.3),
         Target("zstd: size vs gzip -9", "<= 1.0x", get("tool_zstd", "x_gzip9_size"), 1.0),

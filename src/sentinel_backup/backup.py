@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from . import __version__, log
-from .config import BackupFormat, Compression, Settings, VerifyMode
+from .choices import BackupFormat, Compression, VerifyMode
+from .config import Settings
 from .errors import BackupFailed, Interrupted, SentinelError, SourceError, StorageError
 from .interrupt import Stopper, stop_children
 from .keys import cipher_from_settings

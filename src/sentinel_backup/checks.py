@@ -14,11 +14,10 @@ from typing import Any
 
 from . import private
 from .catalog import Catalog, scan
-from .config import Settings, VerifyMode, parse_duration
-from .drill import read_record
+from .choices import VerifyMode
+from .config import Settings, parse_duration
 from .errors import SentinelError
-from .jobs import LastRunUnreadable, read_last_run
-from .keys import cipher_from_settings
+from .lastrun import LastRunUnreadable, read_last_run
 from .source import Source
 from .storage.base import Storage
 from .storage.registry import build_destinations
@@ -104,6 +103,8 @@ def drill_checks(settings: Settings, catalog: Catalog, destinations: list[Storag
     for entry in catalog.entries:
         if entry.manifest.kind == "database":
             newest.setdefault(entry.manifest.database, entry)
+    from .drill import read_record  # the drill module pulls in the restore machinery: only when needed
+
     results = []
     for database, entry in newest.items():
         record = None
@@ -163,6 +164,8 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
     results.append(_attempt("pg_dump", lambda: source.matched_tools().describe()))
 
     def encryption() -> str:
+        from .keys import cipher_from_settings
+
         cipher = cipher_from_settings(settings)
         return "disabled" if cipher is None else f"{cipher.method}, key {cipher.key_id}"
 

@@ -13,7 +13,6 @@ import re
 import stat
 from collections.abc import Mapping
 from datetime import timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,55 +21,17 @@ from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .choices import (
+    BackupFormat,
+    Compression,
+    EncryptionMethod,
+    LogFormat,
+    LogLevel,
+    NotificationLevel,
+    VerifyMode,
+    WebhookFormat,
+)
 from .errors import ConfigError
-
-
-class LogLevel(StrEnum):
-    DEBUG = "DEBUG"
-    INFO = "INFO"
-    WARN = "WARN"
-    ERROR = "ERROR"
-
-
-class LogFormat(StrEnum):
-    TEXT = "text"
-    JSON = "json"
-
-
-class BackupFormat(StrEnum):
-    PLAIN = "plain"
-    CUSTOM = "custom"
-
-
-class Compression(StrEnum):
-    GZIP = "gzip"
-    ZSTD = "zstd"
-    NONE = "none"
-
-
-class EncryptionMethod(StrEnum):
-    AES = "aes-256-cbc"
-    AGE = "age"
-
-
-class NotificationLevel(StrEnum):
-    ALL = "all"
-    ERROR = "error"
-    NONE = "none"
-
-
-class WebhookFormat(StrEnum):
-    AUTO = "auto"
-    SLACK = "slack"
-    DISCORD = "discord"
-    JSON = "json"
-
-
-class VerifyMode(StrEnum):
-    NONE = "none"
-    INTEGRITY = "integrity"
-    REREAD = "reread"
-    RESTORE = "restore"
 
 
 def _env(name: str, *more: str) -> Any:

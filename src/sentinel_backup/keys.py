@@ -13,7 +13,8 @@ from typing import Any
 
 import pyrage
 
-from .config import EncryptionMethod, Settings, read_private_file
+from .choices import EncryptionMethod
+from .config import Settings, read_private_file
 from .errors import ConfigError, VerifyFailed
 from .streams.crypto import _OPENSSL_PASS_MAX, AES, AGE, AesCipher, AgeCipher, Cipher
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import private
-from .config import LogFormat, LogLevel
+from .choices import LogFormat, LogLevel
 from .errors import ConfigError
 
 ROOT = "sentinel_backup"

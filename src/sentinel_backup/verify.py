@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
-from .config import Compression, Settings
+from .choices import Compression
+from .config import Settings
 from .errors import ConfigError, Interrupted, SentinelError, VerifyFailed
 from .keys import cipher_for_manifest
 from .manifest import SHA256_SUFFIX, Manifest

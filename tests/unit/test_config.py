@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from sentinel_backup import config_docs
+from sentinel_backup.choices import Compression, LogLevel
 from sentinel_backup.config import (
-    Compression,
-    LogLevel,
     load_settings,
     parse_duration,
     settings_from,

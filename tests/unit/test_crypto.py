@@ -17,7 +17,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from sentinel_backup.config import Compression, Settings, load_settings
+from sentinel_backup.choices import Compression
+from sentinel_backup.config import Settings, load_settings
 from sentinel_backup.errors import ConfigError, SentinelError, VerifyFailed
 from sentinel_backup.keys import cipher_for_manifest, cipher_from_settings, read_key_file
 from sentinel_backup.streams.base import CHUNK, Sink

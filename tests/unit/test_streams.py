@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from sentinel_backup.config import Compression
+from sentinel_backup.choices import Compression
 from sentinel_backup.errors import VerifyFailed
 from sentinel_backup.streams.base import Handoff, NullSink
 from sentinel_backup.streams.compress import DECODE_SLICE, compressor, decompressor, isal_level

@@ -7,12 +7,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import log
-from ..config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 _logger = log.get("config")
 
@@ -22,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: starts without importing rich (the progress bar still uses it)
 )
 
 
@@ -34,6 +37,8 @@ class State:
         """The settings, loaded once; logging set up from them. With ``machine_output``
         (``--json``), log lines go to stderr so stdout holds only the document."""
         if self._settings is None:
+            from ..config import load_settings  # the schema (pydantic) loads only for commands that need it
+
             self._settings = load_settings(self.env_file)
             log.setup(self._settings.log_level, self._settings.log_format, self._settings.log_file,
                       to_stderr=machine_output)

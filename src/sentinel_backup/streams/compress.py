@@ -10,7 +10,7 @@ from typing import Any
 import zstandard
 from isal import isal_zlib
 
-from ..config import Compression
+from ..choices import Compression
 from ..errors import VerifyFailed
 from .base import Sink
 

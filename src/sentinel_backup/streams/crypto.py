@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher as _BlockCipher
 from cryptography.hazmat.primitives.ciphers import algorithms, modes
 
-from ..config import EncryptionMethod
+from ..choices import EncryptionMethod
 from ..errors import BackupFailed, ConfigError, SentinelError, VerifyFailed
 from .base import CHUNK, Sink
 

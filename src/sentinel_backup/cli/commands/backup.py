@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from ...interrupt import Stopper, signal_stop
-from ...jobs import backup_job
 from ..app import app, progress_bar, state
 
 
@@ -14,6 +12,8 @@ def backup(ctx: typer.Context) -> int:
     """Back up every database named by POSTGRES_DB to every enabled destination.
 
     SIGTERM/SIGINT stop the run within seconds: nothing unfinished is committed, exit 130."""
+    from ...interrupt import Stopper, signal_stop
+    from ...jobs import backup_job
     with signal_stop(Stopper(), "the backup") as stopper:
         settings = state(ctx).settings()
         with progress_bar("dumping") as progress:

@@ -11,26 +11,24 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ... import log
-from ...backup import BackupRun
-from ...catalog import scan
-from ...config import Compression, LogLevel, Settings, settings_from
-from ...demo.cluster import TempCluster
-from ...demo.compare import differences, fingerprints
+from ...choices import Compression, LogLevel
 from ...errors import EXIT_FAILURE
-from ...restore import Restorer
-from ...storage.local import LocalStorage
-from ...verify import verify_copy
 from ..app import app, emit
+
+if TYPE_CHECKING:
+    from ...config import Settings
+    from ...demo.cluster import TempCluster
 
 DB = "sentinel_demo"
 
 
 def demo_settings(cluster: TempCluster, backup_dir: Path, compression: Compression) -> Settings:
+    from ...config import settings_from
     values = {**cluster.env(), "POSTGRES_DB": DB, "BACKUP_DIR": str(backup_dir), "COMPRESSION": compression.value,
               "S3_ENABLED": "false", "MINIO_ENABLED": "false", "ENCRYPT_ENABLED": "false",
               "WEBHOOK_ENABLED": "false", "LOG_LEVEL": "INFO", "POSTGRES_CONTAINER": ""}
@@ -43,6 +41,13 @@ def demo(
     compression: Annotated[Compression, typer.Option("--compression")] = Compression.GZIP,
 ) -> int:
     """Run backup -> verify -> restore -> compare on a throwaway PostgreSQL with sample data."""
+    from ...backup import BackupRun
+    from ...catalog import scan
+    from ...demo.cluster import TempCluster
+    from ...demo.compare import differences, fingerprints
+    from ...restore import Restorer
+    from ...storage.local import LocalStorage
+    from ...verify import verify_copy
     log.setup(LogLevel.INFO)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sentinel-demo-") as tmp, TempCluster() as cluster:

@@ -7,10 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ...catalog import legacy_database, scan
-from ...drill import newest_record
-from ...notify import human_size
-from ...storage.registry import build_destinations
 from ..app import app, emit, state
 
 
@@ -22,6 +18,10 @@ def list_backups(
     database: Annotated[str | None, typer.Option("--database", help="Only this database.")] = None,
 ) -> int:
     """List backups (those with a manifest, and legacy files of the shell version), newest first."""
+    from ...catalog import legacy_database, scan
+    from ...drill import newest_record
+    from ...notify import human_size
+    from ...storage.registry import build_destinations
     settings = state(ctx).settings(machine_output=as_json)
     destinations = [d for d in build_destinations(settings) if destination in (None, d.name)]
     catalog = scan(destinations, legacy=True, legacy_db=legacy_database(settings))

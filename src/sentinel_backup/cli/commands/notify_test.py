@@ -5,13 +5,13 @@ from __future__ import annotations
 import typer
 
 from ...errors import EXIT_FAILURE
-from ...notify import Notifier
 from ..app import app, emit, state
 
 
 @app.command("notify-test")
 def notify_test(ctx: typer.Context) -> int:
     """Send a test notification; exit non-zero unless every URL accepted it."""
+    from ...notify import Notifier
     settings = state(ctx).settings()
     results = Notifier.from_settings(settings).send_test()
     if not results:

@@ -8,10 +8,6 @@ from typing import Annotated
 import typer
 
 from ...errors import EXIT_FAILURE
-from ...jobs import prune_job
-from ...lock import run_lock
-from ...notify import Notifier
-from ...storage.registry import build_destinations
 from ..app import app, emit, state
 
 
@@ -22,6 +18,10 @@ def prune(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as JSON.")] = False,
 ) -> int:
     """Apply the retention policy (RETENTION_*) on every destination."""
+    from ...jobs import prune_job
+    from ...lock import run_lock
+    from ...notify import Notifier
+    from ...storage.registry import build_destinations
     settings = state(ctx).settings(machine_output=as_json)
     destinations = build_destinations(settings)
     with run_lock(settings.backup_dir):

@@ -11,11 +11,7 @@ from typing import Annotated
 import typer
 
 from ... import log
-from ...catalog import legacy_database, scan
 from ...errors import ConfigError
-from ...interrupt import StopSignals
-from ...restore import Restorer, pick_copy
-from ...storage.registry import build_destinations
 from ..app import app, emit, progress_bar, state
 
 logger = log.get("cli")
@@ -37,6 +33,10 @@ def restore(
     = None,
 ) -> int:
     """Restore a backup into --target-db (never any other database)."""
+    from ...catalog import legacy_database, scan
+    from ...interrupt import StopSignals
+    from ...restore import Restorer, pick_copy
+    from ...storage.registry import build_destinations
     settings = state(ctx).settings()
     if not target_db:
         raise ConfigError("--target-db is required", "name the database to restore into: --target-db NAME")

@@ -7,9 +7,6 @@ import threading
 import typer
 
 from ... import log
-from ...jobs import backup_job, drill_job, prune_job
-from ...notify import Notifier
-from ...schedule import Job, Scheduler
 from ..app import app, state
 
 logger = log.get("schedule")
@@ -18,6 +15,9 @@ logger = log.get("schedule")
 @app.command()
 def schedule(ctx: typer.Context) -> int:
     """Run jobs on BACKUP_SCHEDULE / PRUNE_SCHEDULE / DRILL_SCHEDULE until SIGTERM."""
+    from ...jobs import backup_job, drill_job, prune_job
+    from ...notify import Notifier
+    from ...schedule import Job, Scheduler
     settings = state(ctx).settings()
 
     def backup(stop: threading.Event) -> int:

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ... import log
-from ...catalog import Entry, legacy_database, scan
-from ...config import Settings
-from ...drill import Drill
 from ...errors import EXIT_FAILURE, ConfigError, NotFound
-from ...jobs import metrics_for, publish_metrics
-from ...lock import run_lock
-from ...notify import EventKind, Notifier, RunEvent
-from ...restore import pick_copy
-from ...storage.base import Storage
-from ...storage.registry import build_destinations
-from ...verify import verify_copy, verify_legacy
 from ..app import app, emit, progress_bar, state
+
+if TYPE_CHECKING:
+    from ...catalog import Entry
+    from ...config import Settings
+    from ...storage.base import Storage
 
 logger = log.get("cli")
 
@@ -35,6 +30,10 @@ def verify(
     = False,
 ) -> int:
     """Check SHA-256, size and full decompression of a backup's copies (and with --restore, a drill)."""
+    from ...catalog import legacy_database, scan
+    from ...restore import pick_copy
+    from ...storage.registry import build_destinations
+    from ...verify import verify_copy, verify_legacy
     settings = state(ctx).settings()
     destinations = build_destinations(settings)
     entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings)).find(backup_id, database)
@@ -67,6 +66,10 @@ def verify(
 
 
 def _drill(settings: Settings, entry: Entry, storage: Storage) -> int:
+    from ...drill import Drill
+    from ...jobs import metrics_for, publish_metrics
+    from ...lock import run_lock
+    from ...notify import EventKind, Notifier, RunEvent
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind: the scratch database is dropped
     with run_lock(settings.backup_dir):
         report = Drill(settings).run(entry, storage)
