@@ -228,11 +228,7 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
     decoder = decode_chain(manifest, cipher, NullSink()) if can_decode else None
     stored = decoder.stored if decoder else Digest(NullSink())
     try:
-        with storage.open_reader(key) as reader:
-            if decoder:
-                decoder.feed(reader, progress)
-            else:
-                pump(reader, stored, progress=progress)
+        _read_through(storage, key, decoder, stored, progress)
     except Interrupted:
         raise  # a stop request (from ``progress``) is not a finding about the copy
     except VerifyFailed as exc:
@@ -255,6 +251,16 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
         report.checks.append(Check("complete", tail.complete(), "pg_dump end-of-dump marker"
                                    + (" present" if tail.complete() else " missing: the dump is truncated")))
     return report
+
+
+def _read_through(storage: Storage, key: str, decoder: Decoder | None, stored: Digest,
+                  progress: Callable[[int], None] | None) -> None:
+    """Read one stored copy through the decode chain (or only the stored digest when it cannot be decoded)."""
+    with storage.open_reader(key) as reader:
+        if decoder:
+            decoder.feed(reader, progress)
+        else:
+            pump(reader, stored, progress=progress)
 
 
 def _sha_detail(actual: str, expected: str) -> str:
@@ -299,11 +305,9 @@ def verify_legacy(storage: Storage, manifest: Manifest, settings: Settings, *, k
     decoder = decode_chain(manifest, cipher, NullSink()) if manifest.encryption is None or cipher else None
     stored = decoder.stored if decoder else Digest(NullSink())
     try:
-        with storage.open_reader(key) as reader:
-            if decoder:
-                decoder.feed(reader, progress)
-            else:
-                pump(reader, stored, progress=progress)
+        _read_through(storage, key, decoder, stored, progress)
+    except Interrupted:
+        raise
     except VerifyFailed as exc:
         report.checks.append(Check("decode", False, f"{exc.message} (the file is truncated or damaged)"))
         return report
