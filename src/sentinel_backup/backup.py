@@ -252,6 +252,8 @@ class BackupRun:
             self.stopper.check()
             proc = self.source.spawn(argv)
         except BaseException:
+            if check is not None:
+                check.abort()
             fanout.abort()
             raise
         errors = StderrCollector(proc)

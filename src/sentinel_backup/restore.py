@@ -143,7 +143,7 @@ class Restorer:
             raise RestoreFailed(f"scratch database {name} already exists (left by an interrupted restore?)",
                                 f"check it is not needed, then: DROP DATABASE {quote_ident(name)}")
         try:
-            with self._deferred():
+            with self._deferred(deliver=False):  # a stop during CREATE is acted on below, where the drop is sure
                 self.execute(f"CREATE DATABASE {quote_ident(name)}")
         except SourceError as exc:
             if "permission denied to create database" not in exc.message:
@@ -153,6 +153,8 @@ class Restorer:
                               f"the role {user} needs CREATEDB: ALTER ROLE {quote_ident(user)} CREATEDB;"
                               f" or use a superuser{create_hint}") from None
         try:
+            if self.stop is not None:
+                self.stop.check()
             yield name
         finally:
             # FORCE also ends the server sessions of a client tool that was stopped.
@@ -200,6 +202,9 @@ class Restorer:
                               " (errors for roles that already exist are expected)")
         if not target or target.endswith((SCRATCH_SUFFIX, OLD_SUFFIX)):
             raise ConfigError("--target-db names no usable database", "give --target-db NAME")
+        if target in ("template0", "template1") or (target == "postgres" and clean):
+            raise ConfigError(f"--target-db {target} cannot be replaced: the tool itself (and PostgreSQL) need it",
+                              "restore into another name, e.g. --target-db postgres_restored --create")
         if len(target.encode()) > MAX_NAME_BYTES:
             raise ConfigError(f"--target-db {target!r} is {len(target.encode())} bytes long: PostgreSQL names have"
                               f" at most {MAX_NAME_BYTES} bytes (the server would silently cut it)",
@@ -235,13 +240,26 @@ class Restorer:
                     notes = self._swap(scratch, target, old, terminate_sessions)
                     swapped = True
         except BaseException as exc:
-            if swapped or not isinstance(exc, (SentinelError, KeyboardInterrupt)):
+            if swapped and isinstance(exc, KeyboardInterrupt):  # a stop after the swap: the restore is complete
+                logger.warning(f"Stop requested after {target} received the restored copy: the restore is complete")
+            elif swapped or not isinstance(exc, (SentinelError, KeyboardInterrupt)):
                 raise
-            raise self._failed(exc, manifest.id, target, scratch, old, exists) from None
+            else:
+                raise self._failed(exc, manifest.id, target, scratch, old, exists) from None
         result.target = target
         result.seconds = round(time.monotonic() - t0, 3)
         result.notes = notes
         return result
+
+    def _swap_committed(self, scratch: str, old: str | None, error: SourceError) -> bool:
+        """After psql failed on the swap transaction (killed after the server committed it, say):
+        did it happen? Read back from pg_database; RestoreFailed when that cannot be told."""
+        try:
+            return not self.database_exists(scratch) and (old is None or self.database_exists(old))
+        except SentinelError as exc:
+            raise RestoreFailed(f"the swap of {scratch} failed ({error.message}) and what exists now could not be"
+                                f" read ({exc.message})", "look at pg_database: the restored copy is either still "
+                                f"{scratch} or already the target, and the old copy ends in {OLD_SUFFIX}") from None
 
     def _swap(self, scratch: str, target: str, old: str | None, terminate: bool) -> list[str]:
         """Give the restored copy the target's name (see the module doc); notes on what is left."""
@@ -262,8 +280,10 @@ class Restorer:
             try:
                 self.execute("BEGIN; " + "; ".join(statements) + "; COMMIT")
             except SourceError as exc:
-                raise RestoreFailed(f"the swap of {scratch} in as {target} failed, nothing of it was done:"
-                                    f" {exc.message}") from None
+                if not self._swap_committed(scratch, old, exc):
+                    raise RestoreFailed(f"the swap of {scratch} in as {target} failed, nothing of it was done:"
+                                        f" {exc.message}") from None
+                logger.warning(f"psql failed after the swap committed ({exc.message}): {target} holds the restore")
         except BaseException:
             if reopen:
                 try:
