@@ -433,7 +433,4 @@ def _abort_writer(writer: ObjectWriter, name: str) -> None:
 def _abort_quietly(fanout: FanOut, name: str) -> None:
     writer = next((lane.writer for lane in fanout.lanes if lane.name == name), None)
     if writer is not None:
-        try:
-            writer.abort()
-        except SentinelError as exc:
-            logger.warning(f"Could not abort the upload to {name}: {exc.message}")
+        _abort_writer(writer, name)

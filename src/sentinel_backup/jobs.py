@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from . import log, private
 from .backup import BackupRun, RunResult
+from .catalog import legacy_database
 from .catalog import scan as scan_catalog
 from .choices import VerifyMode
 from .config import Settings
@@ -223,7 +224,7 @@ def prune_job(settings: Settings, destinations: list[Storage] | None = None, *, 
     raises Interrupted before the next destination."""
     destinations = destinations if destinations is not None else build_destinations(settings)
     now = now or datetime.now(UTC)
-    legacy_db = settings.databases[0] if len(settings.databases) == 1 and not settings.all_databases else None
+    legacy_db = legacy_database(settings)
     results = []
     for dest in destinations:
         if stop is not None:

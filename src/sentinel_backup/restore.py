@@ -39,7 +39,7 @@ from . import log
 from .catalog import Entry
 from .config import Settings
 from .errors import ConfigError, Interrupted, NotFound, RestoreFailed, SentinelError, SourceError, VerifyFailed
-from .interrupt import StopSignals
+from .interrupt import StopSignals, stop_children
 from .manifest import Manifest
 from .source import PSQL_FLAGS, Source, StderrCollector, conninfo, source_error
 from .storage.base import Storage
@@ -54,7 +54,6 @@ Progress = Callable[[int], None]
 SCRATCH_SUFFIX = "__sentinel_restore"
 OLD_SUFFIX = "__sentinel_old"
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: longer names are silently truncated by the server
-STOP_TIMEOUT = 5.0
 
 SESSIONS_SQL = ("SELECT coalesce(json_agg(json_build_object('pid', pid, 'user', usename, 'application',"
                 " application_name, 'client', coalesce(host(client_addr), 'local'), 'state', state) ORDER BY pid),"
@@ -68,17 +67,6 @@ def derived_name(target: str, suffix: str) -> str:
     room = MAX_NAME_BYTES - len(suffix.encode())
     head = target.encode()[:room].decode(errors="ignore")
     return head + suffix
-
-
-def stop_child(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (pg_restore then cancels its queries and stops its workers), SIGKILL if it lingers."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def quote_ident(name: str) -> str:
@@ -395,7 +383,7 @@ class Restorer:
             try:
                 code = proc.wait()
             except BaseException:
-                stop_child(proc)  # its workers' sessions end with the scratch database (DROP ... FORCE)
+                stop_children([proc])  # its workers' sessions end with the scratch database (DROP ... FORCE)
                 raise
             finally:
                 errors.join()

@@ -211,22 +211,21 @@ class Source:
 
     def row_counts(self, database: str) -> dict[str, int]:
         """Rows per table of every table in the database (what a restore is compared on)."""
-        session = PsqlSession(self, database)
-        try:
-            counts = table_facts(session.query, list_tables(session.query), COUNT_EXPRESSION)
-        finally:
-            session.close()
-        return {k: int(str(v)) for k, v in counts.items()}
+        return {k: int(str(v)) for k, v in self._facts(database, COUNT_EXPRESSION).items()}
 
     def table_hashes(self, database: str) -> dict[str, str]:
         """Content fingerprint per table (rows and an order-independent hash)."""
+        return {k: str(v) for k, v in self._facts(database, HASH_EXPRESSION, setup=STABLE_SETTINGS).items()}
+
+    def _facts(self, database: str, expression: str, *, setup: str | None = None) -> dict[str, object]:
+        """``expression`` for every table of ``database``, in one session."""
         session = PsqlSession(self, database)
         try:
-            session.query(STABLE_SETTINGS)
-            result = table_facts(session.query, list_tables(session.query), HASH_EXPRESSION)
+            if setup is not None:
+                session.query(setup)
+            return table_facts(session.query, list_tables(session.query), expression)
         finally:
             session.close()
-        return {k: str(v) for k, v in result.items()}
 
     def list_databases(self) -> list[str]:
         names = self.query_json(DATABASES_SQL)
@@ -256,10 +255,10 @@ class Source:
             session.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snapshot_id = session.query("SELECT pg_export_snapshot()")
             version = session.query("SHOW server_version")
-            pid = int(session.query("SELECT pg_backend_pid()"))
             session.query(f"SET lock_timeout = {int(lock_timeout.total_seconds() * 1000)}")
             listed = json.loads(session.query(selection_sql(selection or DumpSelection()).replace("\n", " ")))
-            watcher = LockWatcher(self, database, pid)
+            assert session.backend_pid is not None  # a session that started knows its server pid
+            watcher = LockWatcher(self, database, session.backend_pid)
             watcher.start()
             lock_tables(session, [str(name) for name, kind, _ in listed if kind == "r"], watcher, lock_timeout)
             with_data = [str(name) for name, _, data in listed if data]

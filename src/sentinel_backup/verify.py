@@ -26,7 +26,7 @@ from .config import Settings
 from .errors import ConfigError, Interrupted, SentinelError, VerifyFailed
 from .keys import cipher_for_manifest
 from .manifest import SHA256_SUFFIX, Manifest
-from .storage.base import Storage
+from .storage.base import ObjectInfo, Storage
 from .streams.base import Handoff, NullSink, Sink, pump
 from .streams.compress import decompressor
 from .streams.crypto import Cipher
@@ -213,10 +213,8 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
     """Every check we can make of one stored copy; never raises for a bad copy. ``progress``
     is called per chunk read; it may raise Interrupted to stop the re-read, which propagates."""
     key = key or manifest.artifact
-    report = CopyReport(storage.name, key)
-    info = storage.stat(key)
+    report, info = _open_report(storage, key)
     if info is None:
-        report.checks.append(Check("exists", False, f"{key} is missing"))
         return report
     report.checks.append(Check("size", info.size == manifest.size_bytes,
                                f"{info.size} bytes stored, manifest says {manifest.size_bytes}"))
@@ -253,6 +251,15 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
     return report
 
 
+def _open_report(storage: Storage, key: str) -> tuple[CopyReport, ObjectInfo | None]:
+    """A report for one copy, with its first finding when the copy is missing."""
+    report = CopyReport(storage.name, key)
+    info = storage.stat(key)
+    if info is None:
+        report.checks.append(Check("exists", False, f"{key} is missing"))
+    return report, info
+
+
 def _read_through(storage: Storage, key: str, decoder: Decoder | None, stored: Digest,
                   progress: Callable[[int], None] | None) -> None:
     """Read one stored copy through the decode chain (or only the stored digest when it cannot be decoded)."""
@@ -285,10 +292,8 @@ def verify_legacy(storage: Storage, manifest: Manifest, settings: Settings, *, k
     decompression, pg_dump's end-of-dump marker, and ``<file>.sha256`` when the shell version
     left one. Never raises for a bad file."""
     key = key or manifest.artifact
-    report = CopyReport(storage.name, key)
-    info = storage.stat(key)
+    report, info = _open_report(storage, key)
     if info is None:
-        report.checks.append(Check("exists", False, f"{key} is missing"))
         return report
     minimum = settings.min_backup_size
     big_enough = not minimum or info.size >= minimum
