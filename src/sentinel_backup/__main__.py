@@ -1,3 +1,3 @@
-from .cli import main
+from sentinel_backup.cli import main
 
 raise SystemExit(main())

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import private
-from .catalog import Catalog, scan
-from .choices import VerifyMode
-from .config import Settings, parse_duration
-from .errors import SentinelError
-from .lastrun import LastRunUnreadable, read_last_run
-from .source import Source
-from .storage.base import Storage
-from .storage.registry import build_destinations
+from sentinel_backup import private
+from sentinel_backup.choices import VerifyMode
+from sentinel_backup.config import Settings, parse_duration
+from sentinel_backup.errors import SentinelError
+from sentinel_backup.jobs.lastrun import LastRunUnreadable, read_last_run
+from sentinel_backup.model.catalog import Catalog, scan
+from sentinel_backup.pg.source import Source
+from sentinel_backup.storage.base import Storage
+from sentinel_backup.storage.registry import build_destinations
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 EXIT_WARNING = 4
@@ -103,7 +103,9 @@ def drill_checks(settings: Settings, catalog: Catalog, destinations: list[Storag
     for entry in catalog.entries:
         if entry.manifest.kind == "database":
             newest.setdefault(entry.manifest.database, entry)
-    from .drill import read_record  # the drill module pulls in the restore machinery: only when needed
+    from sentinel_backup.logical.drill import (
+        read_record,  # the drill module pulls in the restore machinery: only when needed
+    )
 
     results = []
     for database, entry in newest.items():
@@ -164,7 +166,7 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
     results.append(_attempt("pg_dump", lambda: source.matched_tools().describe()))
 
     def encryption() -> str:
-        from .keys import cipher_from_settings
+        from sentinel_backup.keys import cipher_from_settings
 
         cipher = cipher_from_settings(settings)
         return "disabled" if cipher is None else f"{cipher.method}, key {cipher.key_id}"

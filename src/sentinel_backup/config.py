@@ -21,7 +21,7 @@ from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .choices import (
+from sentinel_backup.choices import (
     BackupFormat,
     Compression,
     EncryptionMethod,
@@ -31,7 +31,7 @@ from .choices import (
     VerifyMode,
     WebhookFormat,
 )
-from .errors import ConfigError
+from sentinel_backup.errors import ConfigError
 
 
 def _env(name: str, *more: str) -> Any:
@@ -479,7 +479,7 @@ def unknown_variables(file_values: Mapping[str, str | None], environ: Mapping[st
     known = tool_variables()
     aws: frozenset[str] = frozenset()
     if any(k.startswith("AWS_") for k in file_values):
-        from .storage.aws_env import variables  # botocore's tables: imported only when needed
+        from sentinel_backup.storage.aws_env import variables  # botocore's tables: imported only when needed
 
         aws = variables()
     warnings = []
@@ -519,7 +519,7 @@ def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
         ) from None
     settings._warnings = unknown_variables(file_values, os.environ)
     if any(k.startswith("AWS_") for k in file_values):
-        from .storage.aws_env import from_env_file
+        from sentinel_backup.storage.aws_env import from_env_file
 
         settings._aws_env = from_env_file(file_values, os.environ)
     return settings

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import AliasChoices
 from pydantic_core import PydanticUndefined
 
-from .config import Settings
+from sentinel_backup.config import Settings
 
 BEGIN = "<!-- BEGIN GENERATED REFERENCE -->"
 END = "<!-- END GENERATED REFERENCE -->"

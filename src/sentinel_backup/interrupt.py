@@ -44,8 +44,8 @@ from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 from typing import Any
 
-from . import log
-from .errors import Interrupted
+from sentinel_backup import log
+from sentinel_backup.errors import Interrupted
 
 logger = log.get("interrupt")
 

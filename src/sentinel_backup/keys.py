@@ -13,10 +13,10 @@ from typing import Any
 
 import pyrage
 
-from .choices import EncryptionMethod
-from .config import Settings, read_private_file
-from .errors import ConfigError, VerifyFailed
-from .streams.crypto import _OPENSSL_PASS_MAX, AES, AGE, AesCipher, AgeCipher, Cipher
+from sentinel_backup.choices import EncryptionMethod
+from sentinel_backup.config import Settings, read_private_file
+from sentinel_backup.errors import ConfigError, VerifyFailed
+from sentinel_backup.streams.crypto import _OPENSSL_PASS_MAX, AES, AGE, AesCipher, AgeCipher, Cipher
 
 
 def read_key_file(path: Path, variable: str = "ENCRYPTION_KEY_PATH") -> bytes:

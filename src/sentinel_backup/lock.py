@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import BackupFailed
-from .interrupt import Stopper
+from sentinel_backup.errors import BackupFailed
+from sentinel_backup.interrupt import Stopper
 
 LOCK_NAME = ".sentinel-backup.lock"
 _PID = re.compile(r"^pid=(\d+)$", re.MULTILINE)

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import private
-from .choices import LogFormat, LogLevel
-from .errors import ConfigError
+from sentinel_backup import private
+from sentinel_backup.choices import LogFormat, LogLevel
+from sentinel_backup.errors import ConfigError
 
 ROOT = "sentinel_backup"
 _LEVELS = {LogLevel.DEBUG: logging.DEBUG, LogLevel.INFO: logging.INFO, LogLevel.WARN: logging.WARNING,

@@ -38,8 +38,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from . import private
-from .errors import SentinelError
+from sentinel_backup import private
+from sentinel_backup.errors import SentinelError
 
 log = logging.getLogger(__name__)
 

@@ -41,10 +41,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import __version__
+from sentinel_backup import __version__
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from sentinel_backup.config import Settings
 
 log = logging.getLogger("sentinel_backup.notify")
 SCHEMA = "sentinel-backup.event/v1"

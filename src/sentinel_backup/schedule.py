@@ -42,8 +42,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from .errors import EXIT_OK, BackupFailed, ConfigError, SentinelError
-from .lock import run_lock
+from sentinel_backup.errors import EXIT_OK, BackupFailed, ConfigError, SentinelError
+from sentinel_backup.lock import run_lock
 
 log = logging.getLogger(__name__)
 

@@ -142,8 +142,8 @@ def test_two_runs_in_the_same_second_keep_both_backups(pg: TempCluster, new_db: 
     """A second run must never overwrite (or, failing, delete) the first run's backup."""
     from datetime import UTC, datetime
 
-    from sentinel_backup.backup import BackupRun
     from sentinel_backup.config import settings_from
+    from sentinel_backup.logical.run import BackupRun
     from sentinel_backup.storage.local import LocalStorage
 
     pg.psql("CREATE TABLE t AS SELECT generate_series(1, 3000) AS n", new_db)

@@ -306,7 +306,7 @@ def test_retention_keeps_a_drill_record_with_its_backup(pg: TempCluster, complex
     from datetime import UTC, datetime, timedelta
 
     from sentinel_backup.config import Settings
-    from sentinel_backup.jobs import prune_job
+    from sentinel_backup.jobs.backup import prune_job
 
     env = {**base_env, "POSTGRES_DB": complex_db, "RETENTION_KEEP_LAST": "5"}
     assert cli(env, "backup").code == 0

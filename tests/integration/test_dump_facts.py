@@ -19,8 +19,8 @@ import pytest
 
 from sentinel_backup.config import settings_from
 from sentinel_backup.demo.cluster import TempCluster
-from sentinel_backup.selection import parse_options, selection_sql
-from sentinel_backup.source import Source
+from sentinel_backup.logical.selection import parse_options, selection_sql
+from sentinel_backup.pg.source import Source
 from tests.helpers import Result, cli
 
 SCHEMA = """

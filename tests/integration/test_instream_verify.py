@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from sentinel_backup import backup as backup_module
-from sentinel_backup import verify as verify_module
-from sentinel_backup.backup import BackupRun, RunResult
 from sentinel_backup.config import settings_from
 from sentinel_backup.demo.cluster import TempCluster
+from sentinel_backup.logical import run as backup_module
+from sentinel_backup.logical.run import BackupRun, RunResult
+from sentinel_backup.pipeline import read as verify_module
 from sentinel_backup.storage.base import ObjectInfo
 from sentinel_backup.storage.local import LocalStorage, LocalWriter
 from sentinel_backup.streams.base import Sink

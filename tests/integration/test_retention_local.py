@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_backup.manifest import Manifest, artifact_name, backup_id, checksum_line
-from sentinel_backup.retention import RetentionPolicy, apply, plan, scan
+from sentinel_backup.model.manifest import Manifest, artifact_name, backup_id, checksum_line
+from sentinel_backup.retention.plan import RetentionPolicy, apply, plan, scan
 from sentinel_backup.storage.local import LocalStorage
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -20,8 +20,8 @@ import pytest
 
 from sentinel_backup.config import settings_from
 from sentinel_backup.demo.cluster import TempCluster
-from sentinel_backup.jobs import prune_job
-from sentinel_backup.manifest import Manifest, artifact_name, backup_id, checksum_line
+from sentinel_backup.jobs.backup import prune_job
+from sentinel_backup.model.manifest import Manifest, artifact_name, backup_id, checksum_line
 from tests.helpers import cli
 from tests.integration.test_s3_e2e import json_doc, keys
 from tests.plugins.s3 import WeedServer

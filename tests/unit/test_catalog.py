@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_backup.catalog import scan
 from sentinel_backup.errors import NotFound
-from sentinel_backup.manifest import CompressionInfo, Manifest
+from sentinel_backup.model.catalog import scan
+from sentinel_backup.model.manifest import CompressionInfo, Manifest
 from sentinel_backup.storage.local import LocalStorage
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_backup.pgtools import ToolsTooOld, check_container, choose_local, layout_dirs, major_of
+from sentinel_backup.pg.tools import ToolsTooOld, check_container, choose_local, layout_dirs, major_of
 
 
 @pytest.mark.parametrize(("text", "major"), [

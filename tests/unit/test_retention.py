@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from sentinel_backup.config import Settings
 from sentinel_backup.errors import ConfigError, ObjectLocked, StorageError
-from sentinel_backup.manifest import Manifest, artifact_name, backup_id
-from sentinel_backup.retention import (
+from sentinel_backup.model.manifest import Manifest, artifact_name, backup_id
+from sentinel_backup.retention.plan import (
     BackupRef,
     RetentionPlan,
     RetentionPolicy,

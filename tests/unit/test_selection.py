@@ -6,7 +6,7 @@ import pytest
 
 from sentinel_backup.config import parse_timeout
 from sentinel_backup.errors import ConfigError
-from sentinel_backup.selection import parse_options, pattern_regexes
+from sentinel_backup.logical.selection import parse_options, pattern_regexes
 
 
 @pytest.mark.parametrize("args", [["-tX"], ["-t", "X"], ["--table=X"], ["--table", "X"],
@@ -71,7 +71,7 @@ def test_patterns_translate_like_psql(pattern: str, regexes: list[str]) -> None:
 
 
 def test_too_many_dotted_names_are_refused() -> None:
-    from sentinel_backup.selection import schema_condition, table_condition
+    from sentinel_backup.logical.selection import schema_condition, table_condition
 
     with pytest.raises(ConfigError, match="too many dotted names"):
         table_condition("a.b.c.d")

@@ -13,9 +13,9 @@ import traceback
 
 import typer
 
-from ..errors import EXIT_FAILURE, EXIT_USAGE, SentinelError
-from . import commands  # noqa: F401 - registers the commands
-from .app import app
+from sentinel_backup.cli import commands  # noqa: F401 - registers the commands
+from sentinel_backup.cli.app import app
+from sentinel_backup.errors import EXIT_FAILURE, EXIT_USAGE, SentinelError
 
 
 def _debug() -> bool:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .. import log
+from sentinel_backup import log
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from sentinel_backup.config import Settings
 
 _logger = log.get("config")
 
@@ -37,7 +37,9 @@ class State:
         """The settings, loaded once; logging set up from them. With ``machine_output``
         (``--json``), log lines go to stderr so stdout holds only the document."""
         if self._settings is None:
-            from ..config import load_settings  # the schema (pydantic) loads only for commands that need it
+            from sentinel_backup.config import (
+                load_settings,  # the schema (pydantic) loads only for commands that need it
+            )
 
             self._settings = load_settings(self.env_file)
             log.setup(self._settings.log_level, self._settings.log_format, self._settings.log_file,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..source import HASH_EXPRESSION, STABLE_SETTINGS, list_tables, table_facts
+from sentinel_backup.pg.source import HASH_EXPRESSION, STABLE_SETTINGS, list_tables, table_facts
 
 
 def fingerprints(query: Callable[[str, str], str], database: str) -> dict[str, str]:

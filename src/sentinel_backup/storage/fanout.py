@@ -15,8 +15,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import StorageError
-from .base import ObjectWriter
+from sentinel_backup.errors import StorageError
+from sentinel_backup.storage.base import ObjectWriter
 
 _DONE = b""
 QUEUE_CHUNKS = 4  # per destination: 4 x 1 MiB chunks at most

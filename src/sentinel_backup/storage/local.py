@@ -1,7 +1,8 @@
 """The local destination: a folder (BACKUP_DIR), mode 0700, files 0600.
 
-Every object is written as ``.<key>.partial``, fsynced, then renamed: a reader never
-sees a half-written file under its final name.
+Every object is written as ``.<name>.partial`` in its folder, fsynced, then renamed: a
+reader never sees a half-written file under its final name. A key's folders
+(``wal/<...>/``) are created on the first write into them (0700, fsynced).
 """
 
 from __future__ import annotations
@@ -10,29 +11,28 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import ConfigError, NotFound, StorageError
-from .base import ObjectInfo, put_via_writer
+from sentinel_backup.errors import ConfigError, NotFound, StorageError
+from sentinel_backup.storage.base import Capabilities, ObjectInfo, check_key, put_via_writer, split_prefix
 
 PARTIAL_SUFFIX = ".partial"
-
-
-def _check_key(key: str) -> None:
-    if not key or "/" in key or key.startswith(".") or "\0" in key:
-        raise StorageError(f"invalid object name {key!r}", "this is a bug in sentinel-backup; please report it")
 
 
 class LocalWriter:
     """Writes ``.<key>.partial``; commit renames it. An artifact never replaces an existing
     file (a backup is never overwritten); sidecars (drill records) may be replaced."""
 
+    verified_by_store = False
+
     def __init__(self, folder: Path, key: str, *, replace: bool = True) -> None:
         self.replace = replace
+        self.key = key
         self.final = folder / key
-        self.temp = folder / f".{key}{PARTIAL_SUFFIX}"
+        self.temp = self.final.parent / f".{self.final.name}{PARTIAL_SUFFIX}"
+        _make_folders(folder, self.final.parent)
         fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self.file: BinaryIO | None = os.fdopen(fd, "wb", buffering=0)
         self.size = 0
@@ -74,7 +74,7 @@ class LocalWriter:
                 raise no_space(self.final.parent, exc) from None
             raise StorageError(f"local: cannot store {self.final}: {exc.strerror}",
                                "check free space and permissions of BACKUP_DIR") from None
-        return ObjectInfo(self.final.name, self.size, datetime.now(UTC))
+        return ObjectInfo(self.key, self.size, datetime.now(UTC))
 
     def abort(self) -> None:
         if self.file is not None:
@@ -102,6 +102,18 @@ def no_space(folder: Path, exc: OSError) -> StorageError:
                         " the partial file was removed and nothing was committed")
 
 
+def _make_folders(root: Path, folder: Path) -> None:
+    """Create ``folder`` below ``root`` (0700), each new level fsynced into its parent."""
+    missing = []
+    while folder != root and not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        _fsync_dir(path.parent)
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -111,9 +123,10 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class LocalStorage:
-    """Storage protocol over one flat folder."""
+    """Storage protocol over one folder (BACKUP_DIR) and the folders below it."""
 
     name = "local"
+    capabilities = Capabilities(partial_files=True)
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -134,7 +147,7 @@ class LocalStorage:
                               " or set BACKUP_DIR to a writable folder") from None
 
     def open_writer(self, key: str, *, artifact: bool = True) -> LocalWriter:
-        _check_key(key)
+        check_key(key)
         try:
             return LocalWriter(self.folder, key, replace=not artifact)
         except OSError as exc:
@@ -145,7 +158,7 @@ class LocalStorage:
         return put_via_writer(self, key, data)
 
     def open_reader(self, key: str) -> BinaryIO:
-        _check_key(key)
+        check_key(key)
         try:
             return open(self.folder / key, "rb")
         except FileNotFoundError:
@@ -159,30 +172,46 @@ class LocalStorage:
             return reader.read()
 
     def stat(self, key: str) -> ObjectInfo | None:
-        _check_key(key)
+        check_key(key)
         try:
             info = (self.folder / key).stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         return ObjectInfo(key, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        try:
-            entries = list(os.scandir(self.folder))
-        except FileNotFoundError:
-            return
-        for entry in entries:
-            if entry.name.startswith(".") or not entry.name.startswith(prefix) or not entry.is_file():
-                continue
-            info = entry.stat()
-            yield ObjectInfo(entry.name, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
+    def list(self, prefix: str = "", *, deep: bool = False) -> Iterator[ObjectInfo]:
+        folder, start = split_prefix(prefix)
+        for key, entry in self._walk(folder, deep=deep):
+            if key[len(folder):].startswith(start) and not entry.name.startswith("."):
+                info = entry.stat()
+                yield ObjectInfo(key, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
 
     def list_partials(self) -> Iterator[ObjectInfo]:
-        """Temporary files left by a crashed run (for retention's leftover cleanup)."""
-        for entry in os.scandir(self.folder):
-            if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX) and entry.is_file():
+        """Temporary files left by a crashed run, in every folder (for retention's leftover
+        cleanup); their keys are the temporary names."""
+        for key, entry in self._walk("", deep=True, hidden=True):
+            if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX):
                 info = entry.stat()
-                yield ObjectInfo(entry.name, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
+                yield ObjectInfo(key, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
+
+    def _walk(self, folder: str, *, deep: bool, hidden: bool = False) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """(key, entry) of every file in ``folder`` (and below it with ``deep``)."""
+        try:
+            entries = list(os.scandir(self.folder / folder)) if folder else list(os.scandir(self.folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if deep and not entry.name.startswith("."):
+                    yield from self._walk(f"{folder}{entry.name}/", deep=True, hidden=hidden)
+            elif entry.is_file() and (hidden or not entry.name.startswith(".")):
+                yield folder + entry.name, entry
+
+    def is_locked(self, key: str) -> bool:
+        return False  # a local file has no object lock
+
+    def abort_stale_uploads(self, older_than: timedelta) -> int:
+        return 0  # partial files are leftovers retention removes (list_partials)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -6,13 +6,13 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from ..config import Settings, read_secret_file
-from ..errors import ConfigError
-from .base import Storage
-from .local import LocalStorage
+from sentinel_backup.config import Settings, read_secret_file
+from sentinel_backup.errors import ConfigError
+from sentinel_backup.storage.base import Storage
+from sentinel_backup.storage.local import LocalStorage
 
 if TYPE_CHECKING:  # boto3 takes a second to import: only when S3 or MinIO is used
-    from .s3 import S3Config, S3Storage
+    from sentinel_backup.storage.s3 import S3Config, S3Storage
 
 NAMES = ("local", "s3", "minio")
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
@@ -54,7 +54,7 @@ def destination_by_name(settings: Settings, name: str) -> Storage:
 
 
 def _s3_storage(config: S3Config) -> S3Storage:
-    from .s3 import S3Storage
+    from sentinel_backup.storage.s3 import S3Storage
 
     return S3Storage(config)
 
@@ -68,8 +68,8 @@ def s3_config(settings: Settings) -> S3Config:
         raise ConfigError(f"S3_BUCKET must be an s3:// URL (got {url!r})", f"write it as s3://{url.lstrip('/')}")
     bucket, prefix = split_bucket(url.removeprefix("s3://"), "S3_BUCKET", "s3://")
     endpoint = check_endpoint(settings.s3_endpoint_url, "S3_ENDPOINT_URL") if settings.s3_endpoint_url else None
-    from .aws_env import endpoint_url
-    from .s3 import S3Config
+    from sentinel_backup.storage.aws_env import endpoint_url
+    from sentinel_backup.storage.s3 import S3Config
 
     if endpoint is None and (from_file := endpoint_url(settings.aws_env)) is not None:
         endpoint = check_endpoint(from_file, "AWS_ENDPOINT_URL")
@@ -101,7 +101,7 @@ def minio_config(settings: Settings) -> S3Config:
         assert settings.minio_secret_key_file is not None
         secret = read_secret_file(settings.minio_secret_key_file, "MINIO_SECRET_KEY_FILE")
     bucket, prefix = split_bucket(settings.minio_bucket.removeprefix("s3://"), "MINIO_BUCKET", "")
-    from .s3 import S3Config
+    from sentinel_backup.storage.s3 import S3Config
 
     return S3Config(
         name="minio", bucket=bucket, prefix=prefix, region=settings.minio_region or "us-east-1",

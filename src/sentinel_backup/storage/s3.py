@@ -36,9 +36,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
-from ..errors import NotFound, ObjectLocked, StorageError
-from .aws_env import botocore_session
-from .base import ObjectInfo, put_via_writer
+from sentinel_backup.errors import NotFound, ObjectLocked, StorageError
+from sentinel_backup.storage.aws_env import botocore_session
+from sentinel_backup.storage.base import Capabilities, ObjectInfo, check_key, put_via_writer, split_prefix
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -96,6 +96,8 @@ def _b64sha(digest: bytes) -> str:
 class S3Storage:
     """Storage protocol over one bucket/prefix."""
 
+    capabilities = Capabilities(object_lock=True, store_checksums=True, multipart=True)
+
     def __init__(self, config: S3Config, *, part_size: int = PART_SIZE, checksums: bool = True) -> None:
         self.config = config
         self.name = config.name
@@ -123,9 +125,7 @@ class S3Storage:
         return f"s3://{self.bucket}/{self.prefix}{where}"
 
     def full_key(self, key: str) -> str:
-        if not key or "/" in key or key.startswith(".") or "\0" in key:
-            raise StorageError(f"invalid object name {key!r}", "this is a bug in sentinel-backup; please report it")
-        return self.prefix + key
+        return self.prefix + check_key(key)
 
     def fail(self, exc: BaseException, action: str, key: str | None = None) -> NoReturn:
         raise self.error(exc, action, key) from None
@@ -224,16 +224,24 @@ class S3Storage:
             self.fail(exc, "read", key)
         return self._info(key, head["ContentLength"], head["LastModified"])
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+    def list(self, prefix: str = "", *, deep: bool = False) -> Iterator[ObjectInfo]:
+        """One ListObjectsV2 walk; without ``deep`` the store itself leaves out the folders below
+        (``Delimiter``), so listing the root never reads the WAL archive's keys."""
+        folder, _ = split_prefix(prefix)
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = (paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix) if deep else
+                 paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/"))
         try:
             for page in pages:
                 for obj in page.get("Contents", []):
                     name = obj["Key"][len(self.prefix):]
-                    if name and "/" not in name:
+                    if name and (deep or "/" not in name[len(folder):]):
                         yield self._info(name, obj["Size"], obj["LastModified"])
         except (ClientError, BotoCoreError, _FailFast) as exc:
             self.fail(exc, "list", None)
+
+    def list_partials(self) -> Iterator[ObjectInfo]:
+        return iter(())  # an unfinished multipart upload is no object (abort_stale_uploads)
 
     def delete(self, key: str) -> None:
         """Remove the object, every version of it where the bucket keeps versions.

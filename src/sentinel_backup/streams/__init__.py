@@ -10,6 +10,6 @@ result to the next sink. A chain is built back to front, e.g. for a backup::
 whole chain. Reading (verify, restore) uses the same stages in reverse order.
 """
 
-from .base import NullSink, Sink, pump
+from sentinel_backup.streams.base import NullSink, Sink, pump
 
 __all__ = ["NullSink", "Sink", "pump"]

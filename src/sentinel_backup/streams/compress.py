@@ -10,9 +10,9 @@ from typing import Any
 import zstandard
 from isal import isal_zlib
 
-from ..choices import Compression
-from ..errors import VerifyFailed
-from .base import Sink
+from sentinel_backup.choices import Compression
+from sentinel_backup.errors import VerifyFailed
+from sentinel_backup.streams.base import Sink
 
 EXTENSIONS = {Compression.GZIP: ".gz", Compression.ZSTD: ".zst", Compression.NONE: ""}
 _GZIP_WBITS = 31  # zlib's "gzip container" window bits

@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher as _BlockCipher
 from cryptography.hazmat.primitives.ciphers import algorithms, modes
 
-from ..choices import EncryptionMethod
-from ..errors import BackupFailed, ConfigError, SentinelError, VerifyFailed
-from .base import CHUNK, Sink
+from sentinel_backup.choices import EncryptionMethod
+from sentinel_backup.errors import BackupFailed, ConfigError, SentinelError, VerifyFailed
+from sentinel_backup.streams.base import CHUNK, Sink
 
 AES = EncryptionMethod.AES.value
 AGE = EncryptionMethod.AGE.value

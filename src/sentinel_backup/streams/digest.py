@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from .base import Sink
+from sentinel_backup.streams.base import Sink
 
 
 class Digest:

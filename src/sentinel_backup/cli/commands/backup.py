@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ..app import app, progress_bar, state
+from sentinel_backup.cli.app import app, progress_bar, state
 
 
 @app.command()
@@ -12,8 +12,8 @@ def backup(ctx: typer.Context) -> int:
     """Back up every database named by POSTGRES_DB to every enabled destination.
 
     SIGTERM/SIGINT stop the run within seconds: nothing unfinished is committed, exit 130."""
-    from ...interrupt import Stopper, signal_stop
-    from ...jobs import backup_job
+    from sentinel_backup.interrupt import Stopper, signal_stop
+    from sentinel_backup.jobs.backup import backup_job
     with signal_stop(Stopper(), "the backup") as stopper:
         settings = state(ctx).settings()
         with progress_bar("dumping") as progress:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..app import app, emit, state
+from sentinel_backup.cli.app import app, emit, state
 
 
 @app.command()
@@ -19,7 +19,7 @@ def check(
 
     Exit 0 when all is well, 4 on a warning, 1 on anything critical.
     """
-    from ...checks import overall_exit, run_checks
+    from sentinel_backup.checks import overall_exit, run_checks
     settings = state(ctx).settings(machine_output=as_json)
     results = run_checks(settings)
     code = overall_exit(results)

@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ... import log
-from ...choices import Compression, LogLevel
-from ...errors import EXIT_FAILURE
-from ..app import app, emit
+from sentinel_backup import log
+from sentinel_backup.choices import Compression, LogLevel
+from sentinel_backup.cli.app import app, emit
+from sentinel_backup.errors import EXIT_FAILURE
 
 if TYPE_CHECKING:
-    from ...config import Settings
-    from ...demo.cluster import TempCluster
+    from sentinel_backup.config import Settings
+    from sentinel_backup.demo.cluster import TempCluster
 
 DB = "sentinel_demo"
 
 
 def demo_settings(cluster: TempCluster, backup_dir: Path, compression: Compression) -> Settings:
-    from ...config import settings_from
+    from sentinel_backup.config import settings_from
     values = {**cluster.env(), "POSTGRES_DB": DB, "BACKUP_DIR": str(backup_dir), "COMPRESSION": compression.value,
               "S3_ENABLED": "false", "MINIO_ENABLED": "false", "ENCRYPT_ENABLED": "false",
               "WEBHOOK_ENABLED": "false", "LOG_LEVEL": "INFO", "POSTGRES_CONTAINER": ""}
@@ -41,13 +41,13 @@ def demo(
     compression: Annotated[Compression, typer.Option("--compression")] = Compression.GZIP,
 ) -> int:
     """Run backup -> verify -> restore -> compare on a throwaway PostgreSQL with sample data."""
-    from ...backup import BackupRun
-    from ...catalog import scan
-    from ...demo.cluster import TempCluster
-    from ...demo.compare import differences, fingerprints
-    from ...restore import Restorer
-    from ...storage.local import LocalStorage
-    from ...verify import verify_copy
+    from sentinel_backup.demo.cluster import TempCluster
+    from sentinel_backup.demo.compare import differences, fingerprints
+    from sentinel_backup.logical.restore import Restorer
+    from sentinel_backup.logical.run import BackupRun
+    from sentinel_backup.model.catalog import scan
+    from sentinel_backup.pipeline.read import verify_copy
+    from sentinel_backup.storage.local import LocalStorage
     log.setup(LogLevel.INFO)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sentinel-demo-") as tmp, TempCluster() as cluster:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..app import app, emit, state
+from sentinel_backup.cli.app import app, emit, state
 
 
 @app.command("list")
@@ -18,10 +18,10 @@ def list_backups(
     database: Annotated[str | None, typer.Option("--database", help="Only this database.")] = None,
 ) -> int:
     """List backups (those with a manifest, and legacy files of the shell version), newest first."""
-    from ...catalog import legacy_database, scan
-    from ...drill import newest_record
-    from ...notify import human_size
-    from ...storage.registry import build_destinations
+    from sentinel_backup.logical.drill import newest_record
+    from sentinel_backup.model.catalog import legacy_database, scan
+    from sentinel_backup.notify import human_size
+    from sentinel_backup.storage.registry import build_destinations
     settings = state(ctx).settings(machine_output=as_json)
     destinations = [d for d in build_destinations(settings) if destination in (None, d.name)]
     catalog = scan(destinations, legacy=True, legacy_db=legacy_database(settings))

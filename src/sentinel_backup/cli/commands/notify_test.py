@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from ...errors import EXIT_FAILURE
-from ..app import app, emit, state
+from sentinel_backup.cli.app import app, emit, state
+from sentinel_backup.errors import EXIT_FAILURE
 
 
 @app.command("notify-test")
 def notify_test(ctx: typer.Context) -> int:
     """Send a test notification; exit non-zero unless every URL accepted it."""
-    from ...notify import Notifier
+    from sentinel_backup.notify import Notifier
     settings = state(ctx).settings()
     results = Notifier.from_settings(settings).send_test()
     if not results:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ...errors import EXIT_FAILURE
-from ..app import app, emit, state
+from sentinel_backup.cli.app import app, emit, state
+from sentinel_backup.errors import EXIT_FAILURE
 
 
 @app.command()
@@ -18,10 +18,10 @@ def prune(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as JSON.")] = False,
 ) -> int:
     """Apply the retention policy (RETENTION_*) on every destination."""
-    from ...jobs import prune_job
-    from ...lock import run_lock
-    from ...notify import Notifier
-    from ...storage.registry import build_destinations
+    from sentinel_backup.jobs.backup import prune_job
+    from sentinel_backup.lock import run_lock
+    from sentinel_backup.notify import Notifier
+    from sentinel_backup.storage.registry import build_destinations
     settings = state(ctx).settings(machine_output=as_json)
     destinations = build_destinations(settings)
     with run_lock(settings.backup_dir):

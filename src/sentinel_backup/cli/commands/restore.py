@@ -1,6 +1,6 @@
 """`sentinel-backup restore`: a backup into a database, checked against the manifest.
 
-SIGINT, SIGTERM and SIGHUP stop the restore (see :mod:`sentinel_backup.restore`): the
+SIGINT, SIGTERM and SIGHUP stop the restore (see :mod:`sentinel_backup.logical.restore`): the
 client tool is stopped, the scratch database dropped, the target left as it was, exit 130.
 """
 
@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from ... import log
-from ...errors import ConfigError
-from ..app import app, emit, progress_bar, state
+from sentinel_backup import log
+from sentinel_backup.cli.app import app, emit, progress_bar, state
+from sentinel_backup.errors import ConfigError
 
 logger = log.get("cli")
 
@@ -33,10 +33,10 @@ def restore(
     = None,
 ) -> int:
     """Restore a backup into --target-db (never any other database)."""
-    from ...catalog import legacy_database, scan
-    from ...interrupt import StopSignals
-    from ...restore import Restorer, pick_copy
-    from ...storage.registry import build_destinations
+    from sentinel_backup.interrupt import StopSignals
+    from sentinel_backup.logical.restore import Restorer, pick_copy
+    from sentinel_backup.model.catalog import legacy_database, scan
+    from sentinel_backup.storage.registry import build_destinations
     settings = state(ctx).settings()
     if not target_db:
         raise ConfigError("--target-db is required", "name the database to restore into: --target-db NAME")

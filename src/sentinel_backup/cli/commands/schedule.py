@@ -6,8 +6,8 @@ import threading
 
 import typer
 
-from ... import log
-from ..app import app, state
+from sentinel_backup import log
+from sentinel_backup.cli.app import app, state
 
 logger = log.get("schedule")
 
@@ -15,9 +15,9 @@ logger = log.get("schedule")
 @app.command()
 def schedule(ctx: typer.Context) -> int:
     """Run jobs on BACKUP_SCHEDULE / PRUNE_SCHEDULE / DRILL_SCHEDULE until SIGTERM."""
-    from ...jobs import backup_job, drill_job, prune_job
-    from ...notify import Notifier
-    from ...schedule import Job, Scheduler
+    from sentinel_backup.jobs.backup import backup_job, drill_job, prune_job
+    from sentinel_backup.notify import Notifier
+    from sentinel_backup.schedule import Job, Scheduler
     settings = state(ctx).settings()
 
     def backup(stop: threading.Event) -> int:

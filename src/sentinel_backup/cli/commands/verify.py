@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ... import log
-from ...errors import EXIT_FAILURE, ConfigError, NotFound
-from ..app import app, emit, progress_bar, state
+from sentinel_backup import log
+from sentinel_backup.cli.app import app, emit, progress_bar, state
+from sentinel_backup.errors import EXIT_FAILURE, ConfigError, NotFound
 
 if TYPE_CHECKING:
-    from ...catalog import Entry
-    from ...config import Settings
-    from ...storage.base import Storage
+    from sentinel_backup.config import Settings
+    from sentinel_backup.model.catalog import Entry
+    from sentinel_backup.storage.base import Storage
 
 logger = log.get("cli")
 
@@ -30,10 +30,10 @@ def verify(
     = False,
 ) -> int:
     """Check SHA-256, size and full decompression of a backup's copies (and with --restore, a drill)."""
-    from ...catalog import legacy_database, scan
-    from ...restore import pick_copy
-    from ...storage.registry import build_destinations
-    from ...verify import verify_copy, verify_legacy
+    from sentinel_backup.logical.restore import pick_copy
+    from sentinel_backup.model.catalog import legacy_database, scan
+    from sentinel_backup.pipeline.read import verify_copy, verify_legacy
+    from sentinel_backup.storage.registry import build_destinations
     settings = state(ctx).settings()
     destinations = build_destinations(settings)
     entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings)).find(backup_id, database)
@@ -66,10 +66,10 @@ def verify(
 
 
 def _drill(settings: Settings, entry: Entry, storage: Storage) -> int:
-    from ...drill import Drill
-    from ...jobs import metrics_for, publish_metrics
-    from ...lock import run_lock
-    from ...notify import EventKind, Notifier, RunEvent
+    from sentinel_backup.jobs.backup import metrics_for, publish_metrics
+    from sentinel_backup.lock import run_lock
+    from sentinel_backup.logical.drill import Drill
+    from sentinel_backup.notify import EventKind, Notifier, RunEvent
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind: the scratch database is dropped
     with run_lock(settings.backup_dir):
         report = Drill(settings).run(entry, storage)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import VerifyFailed
+from sentinel_backup.errors import VerifyFailed
 
 FORMAT_VERSION = 1
 PREFIX = "sentinel_backup_"

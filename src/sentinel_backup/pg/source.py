@@ -22,11 +22,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
-from .config import Settings
-from .errors import SourceError
-from .lockwait import LockWatcher, lock_tables
-from .pgtools import ToolChoice, check_container, choose_local, layout_dirs
-from .selection import DumpSelection, selection_sql, sql_literal
+from sentinel_backup.config import Settings
+from sentinel_backup.errors import SourceError
+from sentinel_backup.logical.lockwait import LockWatcher, lock_tables
+from sentinel_backup.logical.selection import DumpSelection, selection_sql, sql_literal
+from sentinel_backup.pg.tools import ToolChoice, check_container, choose_local, layout_dirs
 
 _TOOLS = {"pg_dump", "pg_dumpall", "psql", "pg_restore"}
 

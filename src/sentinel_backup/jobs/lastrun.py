@@ -11,12 +11,12 @@ import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import log, private
-from .errors import SentinelError
+from sentinel_backup import log, private
+from sentinel_backup.errors import SentinelError
 
 if TYPE_CHECKING:
-    from .backup import RunResult
-    from .config import Settings
+    from sentinel_backup.config import Settings
+    from sentinel_backup.logical.run import RunResult
 
 __all__ = ["LAST_RUN_FILE", "LastRunUnreadable", "read_last_run", "write_last_run"]
 

@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import ConfigError, ObjectLocked, SentinelError
-from .manifest import (
+from sentinel_backup.errors import ConfigError, ObjectLocked, SentinelError
+from sentinel_backup.model.manifest import (
     DRILL_SUFFIX,
     GLOBALS_PREFIX,
     MANIFEST_SUFFIX,
@@ -53,12 +53,12 @@ from .manifest import (
     is_legacy_name,
     parse_name,
 )
-from .manifest import parse_legacy_name as _legacy_name
-from .storage.base import ObjectInfo
-from .storage.local import PARTIAL_SUFFIX
+from sentinel_backup.model.manifest import parse_legacy_name as _legacy_name
+from sentinel_backup.storage.base import ObjectInfo
+from sentinel_backup.storage.local import PARTIAL_SUFFIX
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from sentinel_backup.config import Settings
 
 DEFAULT_GRACE = timedelta(hours=24)
 UNKNOWN_DATABASE = "(unknown)"

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import log
-from .errors import ConfigError, NotFound, SentinelError
-from .manifest import (
+from sentinel_backup import log
+from sentinel_backup.errors import ConfigError, NotFound, SentinelError
+from sentinel_backup.model.manifest import (
     DRILL_SUFFIX,
     MANIFEST_SUFFIX,
     CompressionInfo,
@@ -25,10 +25,10 @@ from .manifest import (
     is_legacy_name,
     parse_legacy_name,
 )
-from .storage.base import ObjectInfo, Storage
+from sentinel_backup.storage.base import ObjectInfo, Storage
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from sentinel_backup.config import Settings
 
 logger = log.get("catalog")
 UNKNOWN_DATABASE = "(unknown)"

@@ -35,18 +35,26 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TypeVar
 
-from . import log
-from .catalog import Entry
-from .config import Settings
-from .errors import ConfigError, Interrupted, NotFound, RestoreFailed, SentinelError, SourceError, VerifyFailed
-from .interrupt import StopSignals, stop_children
-from .manifest import Manifest
-from .source import PSQL_FLAGS, Source, StderrCollector, conninfo, source_error
-from .storage.base import Storage
-from .storage.local import LocalStorage
-from .streams.base import FileSink, NullSink, pump
-from .streams.digest import Digest
-from .verify import decode_chain, prove_legacy, reading_cipher
+from sentinel_backup import log
+from sentinel_backup.config import Settings
+from sentinel_backup.errors import (
+    ConfigError,
+    Interrupted,
+    NotFound,
+    RestoreFailed,
+    SentinelError,
+    SourceError,
+    VerifyFailed,
+)
+from sentinel_backup.interrupt import StopSignals, stop_children
+from sentinel_backup.model.catalog import Entry
+from sentinel_backup.model.manifest import Manifest
+from sentinel_backup.pg.source import PSQL_FLAGS, Source, StderrCollector, conninfo, source_error
+from sentinel_backup.pipeline.read import decode_chain, prove_legacy, reading_cipher
+from sentinel_backup.storage.base import Storage
+from sentinel_backup.storage.local import LocalStorage
+from sentinel_backup.streams.base import FileSink, NullSink, pump
+from sentinel_backup.streams.digest import Digest
 
 logger = log.get("restore")
 V = TypeVar("V")

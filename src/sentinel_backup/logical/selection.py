@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from sentinel_backup.errors import ConfigError
 
 # pg_dump 13-18 short options; a trailing ':' takes an argument.
 _SHORT = "abBcCd:e:E:f:F:h:j:n:N:Op:RsS:t:T:U:vwWxXZ:"

@@ -22,13 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from . import __version__, log
-from .choices import BackupFormat, Compression, VerifyMode
-from .config import Settings
-from .errors import BackupFailed, Interrupted, SentinelError, SourceError, StorageError
-from .interrupt import Stopper, stop_children
-from .keys import cipher_from_settings
-from .manifest import (
+from sentinel_backup import __version__, log
+from sentinel_backup.choices import BackupFormat, Compression, VerifyMode
+from sentinel_backup.config import Settings
+from sentinel_backup.errors import BackupFailed, Interrupted, SentinelError, SourceError, StorageError
+from sentinel_backup.interrupt import Stopper, stop_children
+from sentinel_backup.keys import cipher_from_settings
+from sentinel_backup.logical.selection import parse_options
+from sentinel_backup.model.manifest import (
     MANIFEST_SUFFIX,
     CompressionInfo,
     EncryptionInfo,
@@ -37,15 +38,14 @@ from .manifest import (
     backup_id,
     checksum_line,
 )
-from .selection import parse_options
-from .source import Snapshot, Source, StderrCollector, conninfo, source_error
-from .storage.base import ObjectWriter, Storage
-from .storage.fanout import FanOut
-from .streams.base import Sink, Tee, pump
-from .streams.compress import EXTENSIONS, compressor
-from .streams.crypto import Cipher
-from .streams.digest import Digest
-from .verify import StreamCheck, check_stored, verify_copy
+from sentinel_backup.pg.source import Snapshot, Source, StderrCollector, conninfo, source_error
+from sentinel_backup.pipeline.read import StreamCheck, check_stored, verify_copy
+from sentinel_backup.storage.base import ObjectWriter, Storage
+from sentinel_backup.storage.fanout import FanOut
+from sentinel_backup.streams.base import Sink, Tee, pump
+from sentinel_backup.streams.compress import EXTENSIONS, compressor
+from sentinel_backup.streams.crypto import Cipher
+from sentinel_backup.streams.digest import Digest
 
 logger = log.get("backup")
 Progress = Callable[[int], None]

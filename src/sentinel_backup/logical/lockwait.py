@@ -15,12 +15,12 @@ import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import log
-from .errors import SentinelError, SourceError
-from .selection import sql_literal
+from sentinel_backup import log
+from sentinel_backup.errors import SentinelError, SourceError
+from sentinel_backup.logical.selection import sql_literal
 
 if TYPE_CHECKING:
-    from .source import PsqlSession, Source
+    from sentinel_backup.pg.source import PsqlSession, Source
 
 logger = log.get("backup")
 
@@ -89,7 +89,7 @@ class LockWatcher:
     def _run(self) -> None:
         if self._stop.wait(self.first):
             return
-        from .source import PsqlSession  # the watcher's own session (source imports this module)
+        from sentinel_backup.pg.source import PsqlSession  # the watcher's own session (source imports this module)
 
         try:
             session = PsqlSession(self.source, self.database)

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from sentinel_backup.errors import ConfigError
 
 LAYOUTS = ("/usr/lib/postgresql/{major}/bin", "/usr/pgsql-{major}/bin")
 _LAYOUT_GLOBS = (("/usr/lib/postgresql", "{}/bin"), ("/usr", "pgsql-{}/bin"))

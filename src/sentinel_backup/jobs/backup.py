@@ -18,25 +18,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import log, private
-from .backup import BackupRun, RunResult
-from .catalog import legacy_database
-from .catalog import scan as scan_catalog
-from .choices import VerifyMode
-from .config import Settings
-from .drill import Drill, DrillReport
-from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, Interrupted, SentinelError, StorageError
-from .interrupt import Stopper
-from .keys import cipher_from_settings
-from .lastrun import write_last_run
-from .lock import run_lock
-from .metrics import DatabaseResult, DrillResult, RunMetrics, write_metrics
-from .notify import EventKind, Notifier, RunEvent
-from .restore import pick_copy
-from .retention import DEFAULT_GRACE, ApplyResult, RetentionPlan, RetentionPolicy, apply, plan, scan
-from .storage.base import Storage
-from .storage.local import LocalStorage
-from .storage.registry import build_destinations
+from sentinel_backup import log, private
+from sentinel_backup.choices import VerifyMode
+from sentinel_backup.config import Settings
+from sentinel_backup.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    Interrupted,
+    SentinelError,
+    StorageError,
+)
+from sentinel_backup.interrupt import Stopper
+from sentinel_backup.jobs.lastrun import write_last_run
+from sentinel_backup.keys import cipher_from_settings
+from sentinel_backup.lock import run_lock
+from sentinel_backup.logical.drill import Drill, DrillReport
+from sentinel_backup.logical.restore import pick_copy
+from sentinel_backup.logical.run import BackupRun, RunResult
+from sentinel_backup.metrics import DatabaseResult, DrillResult, RunMetrics, write_metrics
+from sentinel_backup.model.catalog import legacy_database
+from sentinel_backup.model.catalog import scan as scan_catalog
+from sentinel_backup.notify import EventKind, Notifier, RunEvent
+from sentinel_backup.retention.plan import DEFAULT_GRACE, ApplyResult, RetentionPlan, RetentionPolicy, apply, plan, scan
+from sentinel_backup.storage.base import Storage
+from sentinel_backup.storage.local import LocalStorage
+from sentinel_backup.storage.registry import build_destinations
 
 logger = log.get("jobs")
 

@@ -21,16 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
-from .choices import Compression
-from .config import Settings
-from .errors import ConfigError, Interrupted, SentinelError, VerifyFailed
-from .keys import cipher_for_manifest
-from .manifest import SHA256_SUFFIX, Manifest
-from .storage.base import ObjectInfo, Storage
-from .streams.base import Handoff, NullSink, Sink, pump
-from .streams.compress import decompressor
-from .streams.crypto import Cipher
-from .streams.digest import Digest
+from sentinel_backup.choices import Compression
+from sentinel_backup.config import Settings
+from sentinel_backup.errors import ConfigError, Interrupted, SentinelError, VerifyFailed
+from sentinel_backup.keys import cipher_for_manifest
+from sentinel_backup.model.manifest import SHA256_SUFFIX, Manifest
+from sentinel_backup.storage.base import ObjectInfo, Storage
+from sentinel_backup.streams.base import Handoff, NullSink, Sink, pump
+from sentinel_backup.streams.compress import decompressor
+from sentinel_backup.streams.crypto import Cipher
+from sentinel_backup.streams.digest import Digest
 
 END_MARKERS = (b"-- PostgreSQL database dump complete", b"-- PostgreSQL database cluster dump complete")
 

@@ -17,14 +17,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import log
-from .catalog import Entry
-from .config import Settings
-from .errors import ConfigError, SentinelError
-from .manifest import DRILL_SUFFIX
-from .restore import Restorer, compare_counts, quote_ident
-from .source import PSQL_FLAGS, conninfo
-from .storage.base import Storage
+from sentinel_backup import log
+from sentinel_backup.config import Settings
+from sentinel_backup.errors import ConfigError, SentinelError
+from sentinel_backup.logical.restore import Restorer, compare_counts, quote_ident
+from sentinel_backup.model.catalog import Entry
+from sentinel_backup.model.manifest import DRILL_SUFFIX
+from sentinel_backup.pg.source import PSQL_FLAGS, conninfo
+from sentinel_backup.storage.base import Storage
 
 logger = log.get("drill")
 SCRATCH_PREFIX = "sentinel_drill_"
