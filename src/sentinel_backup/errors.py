@@ -58,6 +58,12 @@ class NotFound(SentinelError):
     """The backup (or object) that was asked for does not exist."""
 
 
+class UnknownName(NotFound):
+    """The command line names a backup (or destination) that does not exist: a usage error."""
+
+    exit_code = EXIT_USAGE
+
+
 class RestoreFailed(SentinelError):
     """A restore did not complete; the target was not committed."""
 

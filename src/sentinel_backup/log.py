@@ -81,9 +81,10 @@ class _Console(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def setup(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogFormat.TEXT, file: Path | None = None, *,
-          to_stderr: bool = False) -> None:
+          to_stderr: bool = False, quiet: bool = False) -> None:
     """(Re)configure the package logger. Safe to call more than once. ``to_stderr`` keeps
-    stdout for machine-readable output (``--json``)."""
+    stdout for machine-readable output (``--json``); ``quiet`` (``--quiet``) shows only
+    warnings and errors on the console, while LOG_FILE still gets every record of ``level``."""
     logger = logging.getLogger(ROOT)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -93,6 +94,8 @@ def setup(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogFormat.TEXT, file
     formatter: logging.Formatter = JsonFormatter() if fmt is LogFormat.JSON else TextFormatter()
     out = _Console(to_stderr)
     out.setFormatter(formatter)
+    if quiet:
+        out.setLevel(logging.WARNING)
     logger.addHandler(out)
     if file is not None:
         try:

@@ -1,17 +1,24 @@
-"""The Typer application and what every command shares: settings, logging, progress."""
+"""The Typer application and what every command shares: settings, logging, progress.
+
+Global options (``--env-file``, ``--quiet``, ``--no-progress``) are accepted before the
+command and after it (``sentinel-backup list --env-file x``): :func:`command` adds them to
+every command it registers; given in both places, the one after the command wins.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from sentinel_backup import log
+from sentinel_backup import __version__, log
 
 if TYPE_CHECKING:
     from sentinel_backup.config import Settings
@@ -22,16 +29,27 @@ app = typer.Typer(
     name="sentinel-backup",
     help="PostgreSQL backups that are streamed, verified, encrypted and proven to restore.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: starts without importing rich (the progress bar still uses it)
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+EnvFile = Annotated[Path | None, typer.Option("--env-file", help="Read settings from this .env file.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors (for cron).")]
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bar, even on a terminal.")]
 
 
 @dataclass
 class State:
     env_file: Path | None = None
+    quiet: bool = False
+    no_progress: bool = False
     _settings: Settings | None = None
+
+    @property
+    def show_progress(self) -> bool:
+        return not (self.quiet or self.no_progress)
 
     def settings(self, *, machine_output: bool = False) -> Settings:
         """The settings, loaded once; logging set up from them. With ``machine_output``
@@ -43,18 +61,28 @@ class State:
 
             self._settings = load_settings(self.env_file)
             log.setup(self._settings.log_level, self._settings.log_format, self._settings.log_file,
-                      to_stderr=machine_output)
+                      to_stderr=machine_output, quiet=self.quiet)
             for warning in self._settings.warnings:
                 _logger.warning(warning)
         return self._settings
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sentinel-backup {__version__} (Python {sys.version.split()[0]})")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
-    env_file: Annotated[Path | None, typer.Option("--env-file", help="Read settings from this .env file.")] = None,
+    env_file: EnvFile = None,
+    quiet: Quiet = False,
+    no_progress: NoProgress = False,
+    version: Annotated[bool, typer.Option("--version", "-V", is_eager=True, callback=_show_version,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
-    ctx.obj = State(env_file)
+    ctx.obj = State(env_file, quiet, no_progress)
 
 
 def state(ctx: typer.Context) -> State:
@@ -63,10 +91,48 @@ def state(ctx: typer.Context) -> State:
     return obj
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+_GLOBALS = ("env_file", "quiet", "no_progress")
+
+
+def command(name: str | None = None) -> Callable[[F], F]:
+    """``app.command``, with the global options added after the command's own parameters."""
+
+    def register(func: F) -> F:
+        own = inspect.signature(func, eval_str=True)
+        wants_ctx = "ctx" in own.parameters
+        extra = [inspect.Parameter("env_file", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=EnvFile),
+                 inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Quiet),
+                 inspect.Parameter("no_progress", inspect.Parameter.KEYWORD_ONLY, default=False,
+                                   annotation=NoProgress)]
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own.parameters.values()]
+        if not wants_ctx:
+            params.insert(0, inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
+
+        @functools.wraps(func)
+        def wrapper(**kwargs: Any) -> Any:
+            ctx: typer.Context = kwargs["ctx"] if wants_ctx else kwargs.pop("ctx")
+            root = state(ctx)
+            env_file, quiet, no_progress = (kwargs.pop(k) for k in _GLOBALS)
+            root.env_file = env_file if env_file is not None else root.env_file
+            root.quiet = root.quiet or quiet
+            root.no_progress = root.no_progress or no_progress
+            return func(**kwargs)
+
+        wrapper.__signature__ = own.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in [*params, *extra]}
+        app.command(name)(wrapper)
+        return func
+
+    return register
+
+
 @contextmanager
-def progress_bar(label: str, total: int | None = None) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress display on a terminal; nothing (plain log lines) otherwise."""
-    if not sys.stdout.isatty():
+def progress_bar(label: str, total: int | None = None, *, enabled: bool = True
+                 ) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress display on a terminal (unless ``enabled`` is false: --quiet,
+    --no-progress); nothing (plain log lines) otherwise."""
+    if not enabled or not sys.stdout.isatty():
         yield None
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sentinel_backup import log
-from sentinel_backup.errors import ConfigError, NotFound, SentinelError
+from sentinel_backup.errors import ConfigError, NotFound, SentinelError, UnknownName
 from sentinel_backup.model.manifest import (
     DRILL_SUFFIX,
     MANIFEST_SUFFIX,
@@ -116,7 +116,7 @@ class Catalog:
         for entry in self.entries:
             if entry.id == wanted or entry.manifest.artifact == wanted:
                 return entry
-        raise NotFound(f"no backup with id {wanted!r}", "run `sentinel-backup list` to see the ids")
+        raise UnknownName(f"no backup with id {wanted!r}", "run `sentinel-backup list` to see the ids")
 
 
 def legacy_database(settings: Settings) -> str | None:

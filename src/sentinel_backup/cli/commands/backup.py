@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from sentinel_backup.cli.app import app, progress_bar, state
+from sentinel_backup.cli.app import command, progress_bar, state
 
 
-@app.command()
+@command()
 def backup(ctx: typer.Context) -> int:
     """Back up every database named by POSTGRES_DB to every enabled destination.
 
@@ -16,6 +16,6 @@ def backup(ctx: typer.Context) -> int:
     from sentinel_backup.jobs.backup import backup_job
     with signal_stop(Stopper(), "the backup") as stopper:
         settings = state(ctx).settings()
-        with progress_bar("dumping") as progress:
+        with progress_bar("dumping", enabled=state(ctx).show_progress) as progress:
             outcome = backup_job(settings, stop=stopper, progress=progress)
     return outcome.code

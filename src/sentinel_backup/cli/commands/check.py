@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from sentinel_backup.cli.app import app, emit, state
+from sentinel_backup.cli.app import command, emit, state
 
 
-@app.command()
+@command()
 def check(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,

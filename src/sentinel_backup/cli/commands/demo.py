@@ -17,7 +17,7 @@ import typer
 
 from sentinel_backup import log
 from sentinel_backup.choices import Compression, LogLevel
-from sentinel_backup.cli.app import app, emit
+from sentinel_backup.cli.app import command, emit
 from sentinel_backup.errors import EXIT_FAILURE
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def demo_settings(cluster: TempCluster, backup_dir: Path, compression: Compressi
     return settings_from(values)
 
 
-@app.command()
+@command()
 def demo(
     backup_dir: Annotated[Path | None, typer.Option("--backup-dir", help="Keep the backups here.")] = None,
     compression: Annotated[Compression, typer.Option("--compression")] = Compression.GZIP,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sentinel_backup.cli.app import app, emit, state
+from sentinel_backup.cli.app import command, emit, state
+
+if TYPE_CHECKING:
+    from sentinel_backup.model.catalog import Entry
 
 
-@app.command("list")
+@command("list")
 def list_backups(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
@@ -20,10 +24,10 @@ def list_backups(
     """List backups (those with a manifest, and legacy files of the shell version), newest first."""
     from sentinel_backup.logical.drill import newest_record
     from sentinel_backup.model.catalog import legacy_database, scan
-    from sentinel_backup.notify import human_size
-    from sentinel_backup.storage.registry import build_destinations
+    from sentinel_backup.storage.registry import build_destinations, destination_by_name
     settings = state(ctx).settings(machine_output=as_json)
-    destinations = [d for d in build_destinations(settings) if destination in (None, d.name)]
+    # a named destination needs its settings, not its *_ENABLED flag; an unknown name is exit 2
+    destinations = build_destinations(settings) if destination is None else [destination_by_name(settings, destination)]
     catalog = scan(destinations, legacy=True, legacy_db=legacy_database(settings))
     entries = [e for e in catalog.entries if database in (None, e.manifest.database)]
     drills = {e.id: None if e.legacy else newest_record(e, destinations) for e in entries}
@@ -33,16 +37,30 @@ def list_backups(
     if not entries:
         emit("No backups found.")
         return 0
-    emit(f"{'ID':<48} {'CREATED (UTC)':<20} {'SIZE':>10} {'RAW':>10} {'ENC':<12} {'DRILL':<7} DESTINATIONS")
-    for e in entries:
-        m = e.manifest
-        enc = m.encryption.method if m.encryption else "-"
-        drill = drills[e.id]
-        drilled = "-" if drill is None else "passed" if drill.get("passed") else "FAILED"
-        size, raw = human_size(m.size_bytes), "-" if e.legacy else human_size(m.raw_size_bytes)
-        emit(f"{m.id:<48} {m.created_at:%Y-%m-%d %H:%M:%S}  {size:>10} {raw:>10}"
-             f" {enc:<12} {drilled:<7} {','.join(sorted(e.locations))}" + ("  LEGACY" if e.legacy else ""))
+    _table(entries, drills)
     if any(e.legacy for e in entries):
         emit("LEGACY: a file of the shell version, without manifest (time from its name). "
              "`verify NAME` checks it, `restore NAME` restores it; `latest` never picks one.")
     return 0
+
+
+def _table(entries: list[Entry], drills: dict[str, dict[str, Any] | None]) -> None:
+    """One row per backup, columns as wide as their longest value (rich, imported only here)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from sentinel_backup.notify import human_size
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for name in ("ID", "CREATED (UTC)", "SIZE", "RAW", "ENC", "DRILL", "DESTINATIONS", ""):
+        table.add_column(name, justify="right" if name in ("SIZE", "RAW") else "left", overflow="fold")
+    for e in entries:
+        m = e.manifest
+        drill = drills[e.id]
+        table.add_row(m.id, f"{m.created_at:%Y-%m-%d %H:%M:%S}", human_size(m.size_bytes),
+                      "-" if e.legacy else human_size(m.raw_size_bytes), m.encryption.method if m.encryption else "-",
+                      "-" if drill is None else "passed" if drill.get("passed") else "FAILED",
+                      ",".join(sorted(e.locations)), "LEGACY" if e.legacy else "")
+    # not a terminal (a pipe, cron mail): never wrap a row, whatever its length
+    Console(highlight=False, width=None if sys.stdout.isatty() else 100_000).print(table)

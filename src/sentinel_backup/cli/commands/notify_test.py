@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from sentinel_backup.cli.app import app, emit, state
+from sentinel_backup.cli.app import command, emit, state
 from sentinel_backup.errors import EXIT_FAILURE
 
 
-@app.command("notify-test")
+@command("notify-test")
 def notify_test(ctx: typer.Context) -> int:
     """Send a test notification; exit non-zero unless every URL accepted it."""
     from sentinel_backup.notify import Notifier

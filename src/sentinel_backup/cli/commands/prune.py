@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sentinel_backup.cli.app import app, emit, state
+from sentinel_backup.cli.app import command, emit, state
 from sentinel_backup.errors import EXIT_FAILURE
 
+if TYPE_CHECKING:
+    from sentinel_backup.retention.plan import Decision
 
-@app.command()
+
+@command()
 def prune(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan, delete nothing.")] = False,
@@ -34,5 +38,11 @@ def prune(
             emit(f"{applied.destination}: policy {the_plan.policy.describe()}")
             for d in the_plan.decisions:
                 emit(f"  {'keep  ' if d.keep else 'REMOVE'} {d.backup.id:<48} {d.reason}")
-            emit(f"  => {applied.counts()}")
+            emit(f"  => {_summary(the_plan.decisions, applied.counts())}")
     return 0 if all(a.ok for _, a in results) else EXIT_FAILURE
+
+
+def _summary(decisions: Sequence[Decision], counts: dict[str, int]) -> str:
+    """``keep 5, would remove 2`` / ``keep 5, removed 2, locked 0, errors 0``: words, not a dict."""
+    kept = sum(1 for d in decisions if d.keep)
+    return ", ".join([f"keep {kept}", *(f"{name.replace('_', ' ')} {n}" for name, n in counts.items())])

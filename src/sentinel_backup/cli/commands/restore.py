@@ -11,13 +11,13 @@ from typing import Annotated
 import typer
 
 from sentinel_backup import log
-from sentinel_backup.cli.app import app, emit, progress_bar, state
+from sentinel_backup.cli.app import command, emit, progress_bar, state
 from sentinel_backup.errors import ConfigError
 
 logger = log.get("cli")
 
 
-@app.command()
+@command()
 def restore(
     ctx: typer.Context,
     backup_id: Annotated[str, typer.Argument(help="A backup id from `list`, or `latest`.")] = "latest",
@@ -45,7 +45,8 @@ def restore(
     destinations = build_destinations(settings)
     entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings)).find(backup_id, database)
     storage = pick_copy(entry, destinations, source)
-    with StopSignals() as stop, progress_bar("restoring", entry.manifest.size_bytes) as progress:
+    with StopSignals() as stop, progress_bar("restoring", entry.manifest.size_bytes,
+                                                enabled=state(ctx).show_progress) as progress:
         result = Restorer(settings, progress=progress, stop=stop).restore(
             entry, storage, target_db, create=create, clean=clean, terminate_sessions=terminate_sessions, jobs=jobs)
     tables = len(result.actual)

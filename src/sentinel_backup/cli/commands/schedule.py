@@ -7,12 +7,12 @@ import threading
 import typer
 
 from sentinel_backup import log
-from sentinel_backup.cli.app import app, state
+from sentinel_backup.cli.app import command, state
 
 logger = log.get("schedule")
 
 
-@app.command()
+@command()
 def schedule(ctx: typer.Context) -> int:
     """Run jobs on BACKUP_SCHEDULE / PRUNE_SCHEDULE / DRILL_SCHEDULE until SIGTERM."""
     from sentinel_backup.jobs.backup import backup_job, drill_job, prune_job

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sentinel_backup import log
-from sentinel_backup.cli.app import app, emit, progress_bar, state
+from sentinel_backup.cli.app import command, emit, progress_bar, state
 from sentinel_backup.errors import EXIT_FAILURE, ConfigError, NotFound
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 logger = log.get("cli")
 
 
-@app.command()
+@command()
 def verify(
     ctx: typer.Context,
     backup_id: Annotated[str, typer.Argument(help="A backup id from `list`, or `latest`.")] = "latest",
@@ -33,9 +33,12 @@ def verify(
     from sentinel_backup.logical.restore import pick_copy
     from sentinel_backup.model.catalog import legacy_database, scan
     from sentinel_backup.pipeline.read import verify_copy, verify_legacy
-    from sentinel_backup.storage.registry import build_destinations
+    from sentinel_backup.storage.registry import build_destinations, destination_by_name
     settings = state(ctx).settings()
     destinations = build_destinations(settings)
+    if destination is not None:  # an unknown or unconfigured name is a usage error (exit 2)
+        wanted = destination_by_name(settings, destination)
+        destinations, destination = [d for d in destinations if d.name != wanted.name] + [wanted], wanted.name
     entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings)).find(backup_id, database)
     if restore and entry.legacy:
         raise ConfigError(f"{entry.id} is a legacy file of the shell version: it has no row counts to drill against",
@@ -52,7 +55,8 @@ def verify(
              "(full decompression), the end-of-dump marker and its .sha256 file when present")
     verify_one = verify_legacy if entry.legacy else verify_copy
     for storage in targets:
-        with progress_bar(f"verifying {storage.name}", entry.manifest.size_bytes) as progress:
+        with progress_bar(f"verifying {storage.name}", entry.manifest.size_bytes,
+                          enabled=state(ctx).show_progress) as progress:
             report = verify_one(storage, entry.manifest, settings, progress=progress)
         for check in report.checks:
             emit(f"{storage.name}: {check.name:<12} {'ok' if check.ok else 'FAILED':<7} {check.detail}")
