@@ -1,7 +1,9 @@
 """Health checks: uniform results (name, status, detail) for humans, JSON and monitors.
 
 Statuses map to exit codes a monitor can use: ok 0, critical 1, warning 4 (2 stays the
-code of a configuration error, as everywhere).
+code of a configuration error, as everywhere). ``check --nagios`` uses the monitoring
+plugin convention instead (:func:`nagios_report`): one line, OK 0, WARNING 1, CRITICAL 2,
+UNKNOWN 3.
 """
 
 from __future__ import annotations
@@ -27,12 +29,33 @@ EXIT_WARNING = 4
 _RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
 
 
+@dataclass(frozen=True)
+class Perf:
+    """A measured value for monitoring-plugin performance data (``'label'=value unit;warn;crit;min``)."""
+
+    label: str
+    value: float
+    unit: str = ""
+    warn: float | None = None
+    crit: float | None = None
+    minimum: float | None = 0
+
+    def render(self) -> str:
+        def number(x: float | None) -> str:
+            return "" if x is None else f"{x:g}" if x != int(x) else str(int(x))
+
+        label = self.label.replace("'", "''")
+        return (f"'{label}'={number(self.value)}{self.unit};{number(self.warn)};{number(self.crit)};"
+                f"{number(self.minimum)}")
+
+
 @dataclass
 class CheckResult:
     name: str
     status: str
     detail: str
     hint: str | None = None
+    perf: Perf | None = None  # for --nagios performance data; not in --json
 
     @property
     def ok(self) -> bool:
@@ -91,7 +114,8 @@ def backup_checks(settings: Settings, catalog: Catalog, databases: list[str], no
         where = ",".join(sorted(newest.locations))
         detail = f"newest {newest.id} is {age_text(age)} old (MAX_BACKUP_AGE {settings.max_backup_age}) on {where}"
         hint = None if status == OK else "backups have stopped: check the scheduler / cron and the logs"
-        results.append(CheckResult(name, status, detail, hint))
+        perf = Perf(f"backup_age_{database}", round(age.total_seconds()), "s", None, limit.total_seconds())
+        results.append(CheckResult(name, status, detail, hint, perf))
     return results
 
 
@@ -191,3 +215,34 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
     results.append(last_run_check(settings))
     results += drill_checks(settings, catalog, reachable)
     return results
+
+
+NAGIOS_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).replace("|", "/")  # `|` starts the performance data
+
+
+def nagios_report(results: list[CheckResult]) -> tuple[str, int]:
+    """The monitoring-plugin line (Nagios, Icinga, Zabbix, Checkmk) and its exit code:
+    ``SENTINEL CRITICAL - backup app: no backup found; ... | 'backup_age_db'=3600s;;93600;0 ...``.
+    The summary names every check that is not ok (critical first); when all are ok, it
+    counts them and gives each database's newest backup age."""
+    bad = sorted((r for r in results if not r.ok), key=lambda r: -_RANK[r.status])
+    state = "CRITICAL" if any(r.status == CRITICAL for r in bad) else "WARNING" if bad else "OK"
+    if bad:
+        summary = "; ".join(f"{r.name}: {r.detail}" for r in bad)
+    else:
+        ages = [f"{r.name.removeprefix('backup ')} {age_text(timedelta(seconds=r.perf.value))}"
+                for r in results if r.perf is not None]
+        summary = f"{len(results)} checks ok" + (f"; newest backups: {', '.join(ages)}" if ages else "")
+    counts = {status: sum(1 for r in results if r.status == status) for status in (OK, WARNING, CRITICAL)}
+    perf = [r.perf.render() for r in results if r.perf is not None]
+    perf += [f"'checks_{status}'={n};;;0" for status, n in counts.items()]
+    return f"SENTINEL {state} - {_one_line(summary)} | {' '.join(perf)}", NAGIOS_CODES[state]
+
+
+def nagios_unknown(error: str) -> tuple[str, int]:
+    """The line for a check that could not run at all (bad configuration, internal error)."""
+    return f"SENTINEL UNKNOWN - {_one_line(error)}", NAGIOS_CODES["UNKNOWN"]
