@@ -80,3 +80,17 @@ def reap(process: subprocess.Popen[Any]) -> None:
     if process.poll() is None:
         process.kill()
         process.wait()
+
+
+def promtool_check(text: bytes) -> None:
+    """`promtool check metrics` (Debian package prometheus, installed by scripts/setup): the file
+    must parse and pass Prometheus' own lint. Skipped only outside CI when promtool is absent."""
+    import shutil
+
+    import pytest
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus; scripts/setup does it)")
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode()

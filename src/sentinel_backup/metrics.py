@@ -16,8 +16,19 @@ Per database the rules are:
 - ``drill_*``: the newest drill, pass or fail; ``drill_restore_seconds`` stays at the last
   measured restore time when a drill failed before measuring one.
 
-Databases that disappear from the configuration keep their series until the file is
-deleted. The file is written atomically: a hidden temp file in the same folder (never
+- ``last_failure_timestamp_seconds``: the newest failed attempt (kept after later successes).
+
+A backup run names the databases it was configured to back up (``RunMetrics.scope``): the
+series of every other database are dropped, so a database that is no longer backed up
+(dropped, or removed from POSTGRES_DB) stops firing "last success too old" alerts. An
+invocation without a scope (a drill alone) carries every database forward.
+
+Per destination, after every run that could list it: the number of backups with a manifest,
+their stored bytes, and the creation time of the oldest (``time() - ...`` is its age). A
+destination that could not be listed keeps its previous values; one no longer configured is
+dropped. ``build_info{version, python}`` is always 1.
+
+The file is written atomically: a hidden temp file in the same folder (never
 matching ``*.prom``), fsynced, then renamed over the old file, so a reader sees the old
 file or the new one, never a partial one. Concurrent writers are excluded by the run lock.
 """
@@ -27,8 +38,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +50,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from sentinel_backup import private
+from sentinel_backup import __version__, private
 from sentinel_backup.errors import SentinelError
 
 log = logging.getLogger(__name__)
@@ -51,6 +63,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "last_run_success": ("1 if the last backup run succeeded completely, else 0.", ()),
     "last_success_timestamp_seconds": ("Unix time the newest successful backup of the database finished.",
                                        ("database",)),
+    "last_failure_timestamp_seconds": ("Unix time the newest failed backup attempt of the database finished.",
+                                       ("database",)),
     "duration_seconds": ("Seconds the newest backup attempt of the database took.", ("database",)),
     "raw_bytes": ("Uncompressed dump size of the newest successful backup.", ("database",)),
     "stored_bytes": ("Stored (compressed, encrypted) size of the newest successful backup.", ("database",)),
@@ -58,7 +72,13 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "drill_success": ("1 if the newest restore drill of the database passed, else 0.", ("database",)),
     "drill_restore_seconds": ("Seconds the last measured drill restore took.", ("database",)),
     "drill_last_timestamp_seconds": ("Unix time the newest restore drill finished.", ("database",)),
+    "destination_backups": ("Backups with a manifest on the destination.", ("destination",)),
+    "destination_stored_bytes": ("Stored bytes of the backups with a manifest on the destination.",
+                                 ("destination",)),
+    "destination_oldest_backup_timestamp_seconds": ("Unix time the oldest backup on the destination was taken.",
+                                                    ("destination",)),
 }
+BUILD_INFO = ("build_info", "Always 1; the labels say which version wrote the file.")
 
 Labels = tuple[str, ...]
 State = dict[str, dict[Labels, float]]
@@ -92,6 +112,15 @@ class DrillResult:
 
 
 @dataclass(frozen=True)
+class DestinationInventory:
+    """What one destination holds (backups with a manifest)."""
+
+    backups: int
+    stored_bytes: int
+    oldest: datetime | None
+
+
+@dataclass(frozen=True)
 class RunMetrics:
     """What one invocation has to report.
 
@@ -104,6 +133,11 @@ class RunMetrics:
     ok: bool
     databases: Sequence[DatabaseResult] = ()
     drills: Sequence[DrillResult] = ()
+    # the databases the run was configured to back up: the series of all others are dropped
+    scope: frozenset[str] | None = None
+    # destination name -> what it holds (None: could not be listed, keep the previous values);
+    # destinations not named are dropped. None: no inventory taken, everything carried forward.
+    inventory: Mapping[str, DestinationInventory | None] | None = None
 
 
 def write_metrics(path: Path, results: RunMetrics) -> None:
@@ -122,8 +156,14 @@ def merge(previous: State, results: RunMetrics) -> State:
     if results.finished is not None:
         state["last_run_timestamp_seconds"][()] = results.finished.timestamp()
         state["last_run_success"][()] = 1.0 if results.ok else 0.0
+    if results.scope is not None:
+        for name, (_, label_names) in METRICS.items():
+            if label_names[:1] == ("database",):
+                state[name] = {k: v for k, v in state[name].items() if k[0] in results.scope}
     for db in results.databases:
         _merge_database(state, db)
+    if results.inventory is not None:
+        _merge_inventory(state, results.inventory)
     for drill in results.drills:
         key = (drill.database,)
         state["drill_success"][key] = 1.0 if drill.ok else 0.0
@@ -145,12 +185,49 @@ def _merge_database(state: State, db: DatabaseResult) -> None:
             results[(db.database, destination)] = 0.0  # the failed attempt never reached it
     for destination, reached in db.destinations.items():
         results[(db.database, destination)] = 1.0 if reached else 0.0
+    if not db.ok:
+        state["last_failure_timestamp_seconds"][key] = db.finished.timestamp()
     if db.ok:
         state["last_success_timestamp_seconds"][key] = db.finished.timestamp()
         if db.raw_bytes is not None:
             state["raw_bytes"][key] = float(db.raw_bytes)
         if db.stored_bytes is not None:
             state["stored_bytes"][key] = float(db.stored_bytes)
+
+
+def _merge_inventory(state: State, inventory: Mapping[str, DestinationInventory | None]) -> None:
+    names = ("destination_backups", "destination_stored_bytes", "destination_oldest_backup_timestamp_seconds")
+    for name in names:
+        state[name] = {k: v for k, v in state[name].items() if k[0] in inventory}
+    for destination, held in inventory.items():
+        if held is None:
+            continue  # not listed this time: the previous values stay
+        key = (destination,)
+        state["destination_backups"][key] = float(held.backups)
+        state["destination_stored_bytes"][key] = float(held.stored_bytes)
+        if held.oldest is None:
+            state["destination_oldest_backup_timestamp_seconds"].pop(key, None)
+        else:
+            state["destination_oldest_backup_timestamp_seconds"][key] = held.oldest.timestamp()
+
+
+def inventory(entries: Iterable[tuple[datetime, int, Iterable[str]]], listed: Iterable[str],
+              unlisted: Iterable[str] = ()) -> dict[str, DestinationInventory | None]:
+    """Per destination: count, stored bytes and oldest creation time of the backups given as
+    (created_at, stored size, destinations holding a copy); ``listed`` destinations appear even
+    when empty, ``unlisted`` ones (listing failed) as None."""
+    counts: dict[str, list[int]] = {name: [0, 0] for name in listed}
+    oldest: dict[str, datetime] = {}
+    for created, size, where in entries:
+        for name in where:
+            if name in counts:
+                counts[name][0] += 1
+                counts[name][1] += size
+                oldest[name] = min(oldest.get(name, created), created)
+    result: dict[str, DestinationInventory | None] = {
+        name: DestinationInventory(n, size, oldest.get(name)) for name, (n, size) in counts.items()}
+    result.update(dict.fromkeys(unlisted))
+    return result
 
 
 def read_state(path: Path) -> State:
@@ -193,6 +270,9 @@ class _StateCollector(Collector):
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(PREFIX + BUILD_INFO[0], BUILD_INFO[1], labels=["version", "python"])
+        info.add_metric([__version__, platform.python_version()], 1.0)
+        yield info
         for name, (help_text, label_names) in METRICS.items():
             samples = self.state.get(name, {})
             if not samples:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sentinel_backup import __version__
 from sentinel_backup.demo.cluster import TempCluster
-from tests.helpers import cli
+from tests.helpers import cli, promtool_check
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -128,3 +129,34 @@ def test_unwritable_metrics_file_is_a_warning_only(db: str, base_env: dict[str, 
     result = cli(env, "backup")
     assert result.code == 0, result.output
     assert any("[WARN]" in line and "METRICS_FILE" in line for line in result.output.splitlines()), result.output
+
+
+def test_a_database_no_longer_backed_up_loses_its_series(pg: TempCluster, db: str, base_env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    other = f"{db}_other"
+    pg.psql(f"CREATE DATABASE {other}")
+    try:
+        pg.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g", other)
+        metrics = tmp_path / "sentinel.prom"
+        env = {**base_env, "POSTGRES_DB": f"{db},{other}", "METRICS_FILE": str(metrics)}
+        assert cli(env, "backup").code == 0
+        both = read(metrics)
+        promtool_check(metrics.read_bytes())
+        listed = cli(env, "list", "--json").json()
+        assert value(both, "destination_backups", destination="local") == len(listed) == 3  # with globals
+        assert value(both, "destination_stored_bytes", destination="local") == sum(i["size_bytes"] for i in listed)
+        assert value(both, "destination_oldest_backup_timestamp_seconds", destination="local") == pytest.approx(
+            min(ts(i["created_at"]) for i in listed))
+        assert value(both, "last_success_timestamp_seconds", database=other) > 0
+        info = [labels for name, labels in both if name == "build_info"]
+        assert info and dict(info[0])["version"] == __version__
+
+        env["POSTGRES_DB"] = db  # `other` is no longer backed up
+        assert cli(env, "backup").code == 0
+        after = read(metrics)
+        assert not [key for key in after if ("database", other) in key[1]], after
+        stored = len(cli(env, "list", "--json").json())
+        assert value(after, "destination_backups", destination="local") == stored == 4  # its backups stay
+        promtool_check(metrics.read_bytes())
+    finally:
+        pg.psql(f"DROP DATABASE IF EXISTS {other} WITH (FORCE)", check=False)

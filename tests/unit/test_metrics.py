@@ -12,9 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from sentinel_backup import metrics
+from sentinel_backup import __version__, metrics
 from sentinel_backup.errors import SentinelError
-from sentinel_backup.metrics import DatabaseResult, DrillResult, RunMetrics, write_metrics
+from sentinel_backup.metrics import (
+    DatabaseResult,
+    DestinationInventory,
+    DrillResult,
+    RunMetrics,
+    inventory,
+    write_metrics,
+)
+from tests.helpers import promtool_check
 
 T0 = datetime(2024, 5, 1, 3, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -112,6 +120,56 @@ def test_databases_not_in_this_run_are_carried_forward(tmp_path: Path) -> None:
     assert db_value(values, "last_success_timestamp_seconds", "shop") == (T0 + DAY + timedelta(seconds=42)).timestamp()
 
 
+def test_databases_outside_the_run_scope_disappear(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    failed = DatabaseResult("crm", False, T0, T0 + timedelta(seconds=3), destinations={"local": False})
+    write_metrics(path, RunMetrics(T0, False, [ok_result("shop", T0), failed],
+                                   [DrillResult("crm", True, T0, 1.0)], scope=frozenset({"shop", "crm"})))
+    assert db_value(parse(path), "last_failure_timestamp_seconds", "crm") == (T0 + timedelta(seconds=3)).timestamp()
+    write_metrics(path, RunMetrics(T0 + DAY, True, [ok_result("shop", T0 + DAY)], scope=frozenset({"shop"})))
+
+    text = path.read_text()
+    assert 'database="crm"' not in text  # every series of crm: success, failure, result, drill
+    newest = (T0 + DAY + timedelta(seconds=42)).timestamp()
+    assert db_value(parse(path), "last_success_timestamp_seconds", "shop") == newest
+    write_metrics(path, RunMetrics(None, True, drills=[DrillResult("shop", True, T0 + DAY)]))  # no scope: kept
+    assert db_value(parse(path), "raw_bytes", "shop") == 1000
+    promtool_check(path.read_bytes())
+
+
+def test_last_failure_survives_a_later_success(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    write_metrics(path, RunMetrics(T0, False, [DatabaseResult("shop", False, T0, T0 + timedelta(seconds=1))]))
+    write_metrics(path, RunMetrics(T0 + DAY, True, [ok_result("shop", T0 + DAY)]))
+    assert db_value(parse(path), "last_failure_timestamp_seconds", "shop") == (T0 + timedelta(seconds=1)).timestamp()
+
+
+def test_destination_inventory_and_build_info(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    held = inventory([(T0, 100, ["local", "s3"]), (T0 + DAY, 50, ["local"]), (T0 - DAY, 7, ["tape"])],
+                     ["local", "s3", "minio"], ["gone"])
+    assert held == {"local": DestinationInventory(2, 150, T0), "s3": DestinationInventory(1, 100, T0),
+                    "minio": DestinationInventory(0, 0, None), "gone": None}
+    write_metrics(path, RunMetrics(T0, True, inventory=held))
+    values = parse(path)
+    assert values["sentinel_backup_destination_backups"] == {
+        (("destination", "local"),): 2, (("destination", "s3"),): 1, (("destination", "minio"),): 0}
+    assert values["sentinel_backup_destination_stored_bytes"][(("destination", "local"),)] == 150
+    assert values["sentinel_backup_destination_oldest_backup_timestamp_seconds"] == {
+        (("destination", "local"),): T0.timestamp(), (("destination", "s3"),): T0.timestamp()}
+    [info] = values["sentinel_backup_build_info"].items()
+    assert info[1] == 1 and dict(info[0])["version"] == __version__ and "python" in dict(info[0])
+    promtool_check(path.read_bytes())
+
+    # s3 could not be listed: its values stay; minio no longer configured: dropped
+    write_metrics(path, RunMetrics(T0 + DAY, True, inventory={"local": DestinationInventory(1, 50, T0 + DAY),
+                                                               "s3": None}))
+    assert parse(path)["sentinel_backup_destination_backups"] == {
+        (("destination", "local"),): 1, (("destination", "s3"),): 1}
+    write_metrics(path, RunMetrics(T0 + DAY, True))  # no inventory taken: carried forward
+    assert parse(path)["sentinel_backup_destination_backups"][(("destination", "s3"),)] == 1
+
+
 def test_drill_only_run_keeps_run_gauges_and_failed_drill_keeps_restore_time(tmp_path: Path) -> None:
     path = tmp_path / "sentinel.prom"
     write_metrics(path, RunMetrics(T0, True, [ok_result("shop", T0)], [DrillResult("shop", True, T0, 30.0)]))
@@ -151,7 +209,8 @@ def test_foreign_metrics_in_previous_file_are_dropped(tmp_path: Path) -> None:
     path.write_text("# TYPE other_metric gauge\nother_metric 5\n"
                     "# TYPE sentinel_backup_retired gauge\nsentinel_backup_retired 1\n")
     write_metrics(path, RunMetrics(T0, True))
-    assert set(parse(path)) == {"sentinel_backup_last_run_timestamp_seconds", "sentinel_backup_last_run_success"}
+    assert set(parse(path)) == {"sentinel_backup_last_run_timestamp_seconds", "sentinel_backup_last_run_success",
+                                "sentinel_backup_build_info"}
 
 
 def test_write_goes_through_a_temp_file_in_the_same_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

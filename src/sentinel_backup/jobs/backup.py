@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sentinel_backup import log, private
@@ -38,6 +38,7 @@ from sentinel_backup.logical.drill import Drill, DrillReport
 from sentinel_backup.logical.restore import pick_copy
 from sentinel_backup.logical.run import BackupRun, RunResult
 from sentinel_backup.metrics import DatabaseResult, DrillResult, RunMetrics, write_metrics
+from sentinel_backup.metrics import inventory as metrics_inventory
 from sentinel_backup.model.catalog import legacy_database
 from sentinel_backup.model.catalog import scan as scan_catalog
 from sentinel_backup.notify import EventKind, Notifier, RunEvent
@@ -144,14 +145,21 @@ def metrics_for(result: RunResult | None, drills: list[DrillReport]) -> RunMetri
             m.raw_size_bytes if m else None, m.size_bytes if m else None,
             {**dict.fromkeys(o.stored, True), **dict.fromkeys(o.failed, False)}))
     drill_results = [DrillResult(d.database, d.passed, now, d.restore_seconds) for d in drills]
+    scope = frozenset(o.database for o in result.outcomes) if result else None  # others are no longer backed up
     return RunMetrics(now if result else None, bool(result and exit_code(result) == 0),
-                      databases, drill_results)
+                      databases, drill_results, scope)
 
 
-def publish_metrics(settings: Settings, metrics: RunMetrics) -> None:
+def publish_metrics(settings: Settings, metrics: RunMetrics, destinations: list[Storage] | None = None) -> None:
+    """Write METRICS_FILE; with ``destinations``, also what each of them holds now."""
     if settings.metrics_file is None:
         return
     try:
+        if destinations is not None:
+            catalog = scan_catalog(destinations, strict=False)
+            metrics = replace(metrics, inventory=metrics_inventory(
+                ((e.manifest.created_at, e.manifest.size_bytes, e.locations) for e in catalog.entries),
+                [d.name for d in destinations if d.name not in catalog.errors], catalog.errors))
         write_metrics(settings.metrics_file, metrics)
     except SentinelError as exc:
         logger.warning(f"Could not write METRICS_FILE: {exc.message}")
@@ -205,7 +213,7 @@ def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = N
                                "retention and drills did not finish; they run again after the next backup")
             logger.warning(late.message)
         write_last_run(settings, result, code)
-        publish_metrics(settings, metrics_for(result, drills))
+        publish_metrics(settings, metrics_for(result, drills), destinations)
         notifier.notify(run_event(result))
         for d in drills:
             if not d.passed:
@@ -286,7 +294,7 @@ def drill_job(settings: Settings, destinations: list[Storage] | None = None,
             reports.append(report)
         if not publish:
             return reports
-        publish_metrics(settings, metrics_for(None, reports))
+        publish_metrics(settings, metrics_for(None, reports), destinations)
     notifier = Notifier.from_settings(settings)
     for report in reports:
         if not report.passed:
