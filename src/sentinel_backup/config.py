@@ -180,7 +180,7 @@ class Settings(BaseSettings):
     webhook_enabled: bool = Field(False, validation_alias=_env("WEBHOOK_ENABLED"))
     """Send run results to WEBHOOK_URL."""
     webhook_url: str | None = Field(None, repr=False, validation_alias=_env("WEBHOOK_URL", "WEBHOOK_URLS"))
-    """One or more (comma-separated) Slack, Discord or JSON webhook URLs."""
+    """One or more (comma-separated) Slack, Discord or JSON webhook URLs; `FORMAT:URL` sets one URL's format."""
     webhook_format: WebhookFormat = Field(WebhookFormat.AUTO, validation_alias=_env("WEBHOOK_FORMAT"))
     """auto, slack, discord or json."""
     notification_level: NotificationLevel = Field(NotificationLevel.ALL, validation_alias=_env("NOTIFICATION_LEVEL"))
@@ -266,6 +266,16 @@ class Settings(BaseSettings):
     def _empty_optional(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhooks(cls, value: str | None) -> str | None:
+        from sentinel_backup.notify import split_target
+
+        for item in (value or "").split(","):
+            if item.strip():
+                split_target(item)
         return value
 
     @field_validator("max_backup_age")

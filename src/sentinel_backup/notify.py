@@ -7,11 +7,14 @@ warning on ``sentinel_backup.notify`` and returned as a :class:`DeliveryResult`.
   and partial successes only (backup_failed, backup_partial, verify_failed); ``none``
   sends nothing. ``send_test`` ignores the level (and ``WEBHOOK_ENABLED``).
 * Formats (``WEBHOOK_FORMAT``): ``auto`` picks Slack for ``hooks.slack.com``, Discord for
-  ``discord.com/api/webhooks`` and ``discordapp.com``, JSON otherwise.
+  ``discord.com/api/webhooks`` and ``discordapp.com``, JSON otherwise. One URL of
+  ``WEBHOOK_URL`` can name its own format: ``slack:https://...,json:https://...``
+  (:func:`split_target`); a plain URL takes ``WEBHOOK_FORMAT``, as before.
 * JSON schema ``sentinel-backup.event/v1``: ``schema, event, severity (info|warning|error),
-  summary, host, time (ISO 8601 UTC), tool_version, databases [str], sizes_bytes {db: int},
+  summary, text, host, time (ISO 8601 UTC), tool_version, databases [str], sizes_bytes {db: int},
   total_size_bytes, duration_seconds (float|null), destinations [str], error (str|null),
-  counts {str: int}``. New keys may be added within v1; a removed or retyped key means v2.
+  counts {str: int}``. ``text`` is the summary plus the error on a second line, the key that
+  Mattermost, Rocket.Chat and Google Chat read. New keys may be added within v1; a removed or retyped key means v2.
 * Secrets never leave: URLs are shown as ``scheme://host/…``, credentials in URLs
   (``user:pass@``, ``token=``/``key=``/``signature=`` query values) and every configured
   secret value are replaced by ``***`` in the error text.
@@ -163,6 +166,23 @@ def detect_format(url: str) -> str:
     return "json"
 
 
+FORMATS = ("auto", "slack", "discord", "json")
+
+
+def split_target(item: str, default: str = "auto") -> tuple[str, str]:
+    """One WEBHOOK_URL item -> (format, URL): ``slack:https://...`` names its format, a plain
+    URL (anything ``scheme://...``) takes ``default``. ValueError for an unknown prefix; the
+    message never repeats the URL (it holds the token)."""
+    item = item.strip()
+    prefix, colon, rest = item.partition(":")
+    if not colon or rest.startswith("//") or " " in prefix:
+        return default, item
+    if prefix.lower() in FORMATS:
+        return prefix.lower(), rest.strip()
+    raise ValueError(f"a URL starts with the unknown format {prefix[:20]!r}: write FORMAT:URL with FORMAT one of "
+                     f"{', '.join(FORMATS)}, or a plain URL")
+
+
 def _fields(event: RunEvent) -> list[tuple[str, str]]:
     """(name, value) pairs shown by Slack and Discord, error excluded."""
     rows = [("Host", event.host)]
@@ -185,6 +205,7 @@ def _cut(text: str, limit: int) -> str:
 def json_payload(event: RunEvent) -> dict[str, Any]:
     return {
         "schema": SCHEMA, "event": event.kind.value, "severity": event.severity, "summary": event.summary(),
+        "text": event.summary() + (f"\n{event.error}" if event.error else ""),
         "host": event.host, "time": event.time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "tool_version": __version__, "databases": list(event.databases), "sizes_bytes": dict(event.sizes),
         "total_size_bytes": sum(event.sizes.values()), "duration_seconds": event.duration_seconds,
@@ -363,8 +384,12 @@ class Notifier:
         until = self.transport.clock() + self.transport.deadline
         return [self._deliver(url, safe, until) for url in self.urls]
 
-    def _deliver(self, url: str, event: RunEvent, until: float) -> DeliveryResult:
-        fmt = detect_format(url) if self.format == "auto" else self.format
+    def _deliver(self, item: str, event: RunEvent, until: float) -> DeliveryResult:
+        try:
+            fmt, url = split_target(item, self.format)
+        except ValueError as exc:  # settings validation refuses it first; a Notifier built by hand may not
+            return DeliveryResult("(invalid URL)", "?", False, error=str(exc))
+        fmt = detect_format(url) if fmt == "auto" else fmt
         try:
             body = json.dumps(_BUILDERS[fmt](event), ensure_ascii=False).encode()
             result = self.transport.send(url, body, fmt=fmt, until=until)

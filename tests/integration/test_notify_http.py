@@ -250,3 +250,35 @@ def test_notifier_ping_uses_healthcheck_url(webhook_server: HTTPServer, fast_tra
     assert Notifier.from_settings(_settings(), fast_transport).ping("start") is None
     (request, _), = webhook_server.log
     assert request.get_data() == b"pg_dump failed"
+
+
+# --- per-URL formats and the top-level text ------------------------------------------------
+def test_each_url_gets_its_own_format(webhook_server: HTTPServer, fast_transport: Transport) -> None:
+    for path in ("/a", "/b", "/c"):
+        webhook_server.expect_request(path, method="POST").respond_with_data("ok")
+    urls = [f"slack:{webhook_server.url_for('/a')}", f"json:{webhook_server.url_for('/b')}",
+            webhook_server.url_for("/c")]  # a plain URL: the WEBHOOK_FORMAT default
+    results = Notifier(urls=urls, format="discord", transport=fast_transport).notify(event())
+    assert [(r.ok, r.format) for r in results] == [(True, "slack"), (True, "json"), (True, "discord")]
+    [slack] = bodies(webhook_server, "/a")
+    [as_json] = bodies(webhook_server, "/b")
+    [discord] = bodies(webhook_server, "/c")
+    assert slack == slack_payload(event())  # type: ignore[comparison-overlap]
+    assert as_json["schema"] == "sentinel-backup.event/v1"  # type: ignore[index]
+    assert as_json["text"] == as_json["summary"]  # type: ignore[index]  # Mattermost, Rocket.Chat, Google Chat
+    assert "embeds" in discord  # type: ignore[operator]
+
+
+def test_prefixed_urls_from_settings_and_an_unknown_prefix(webhook_server: HTTPServer,
+                                                           fast_transport: Transport) -> None:
+    webhook_server.expect_request("/s", method="POST").respond_with_data("ok")
+    webhook_server.expect_request("/j", method="POST").respond_with_data("ok")
+    settings = _settings(WEBHOOK_ENABLED="true", WEBHOOK_FORMAT="json",
+                         WEBHOOK_URL=f"slack:{webhook_server.url_for('/s')}, {webhook_server.url_for('/j')}")
+    Notifier.from_settings(settings, fast_transport).notify(event(EventKind.BACKUP_FAILED, error="boom"))
+    [slack] = bodies(webhook_server, "/s")
+    [as_json] = bodies(webhook_server, "/j")
+    assert "blocks" in slack  # type: ignore[operator]
+    assert as_json["text"].endswith("\nboom")  # type: ignore[index]
+    with pytest.raises(ValueError, match="unknown format 'teams'"):  # the CLI shows it without the URL
+        _settings(WEBHOOK_URL="teams:https://example.com/hook-token")

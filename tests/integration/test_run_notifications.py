@@ -165,3 +165,24 @@ def test_notify_test_command(base_env: dict[str, str], webhook_server: HTTPServe
 
     none = cli(env, "notify-test")
     assert none.code == 1 and "WEBHOOK_URL" in none.output
+
+
+def test_notify_test_names_each_url(base_env: dict[str, str], webhook_server: HTTPServer) -> None:
+    webhook_server.expect_request("/one", method="POST").respond_with_data("", status=204)
+    webhook_server.expect_request("/two", method="POST").respond_with_data("no", status=404)
+    webhook_server.expect_request("/three", method="POST").respond_with_data("ok")
+    env = {**base_env, "POSTGRES_DB": "whatever",
+           "WEBHOOK_URL": f"json:{webhook_server.url_for('/one')},{webhook_server.url_for('/two')},"
+                          f"slack:{webhook_server.url_for('/three')}"}
+    result = cli(env, "notify-test")
+    assert result.code == 1, result.output
+    lines = report(result.stdout)
+    assert [line.split()[:3] for line in lines] == [["OK", "#1", "json"], ["FAIL", "#2", "json"],
+                                                   ["OK", "#3", "slack"]]
+    assert "status=404" in lines[1] and "attempts=1" in lines[1]
+    assert "2 of 3 webhook URL(s) accepted the test notification; failed: #2" in result.stdout
+    assert "/one" not in result.output and "/two" not in result.output  # paths (tokens) never shown
+    assert [p for _, p in paths(webhook_server)] == ["/one", "/two", "/three"]
+
+    bad = cli({**env, "WEBHOOK_URL": "teams:https://example.com/the-token"}, "notify-test")
+    assert bad.code == 2 and "WEBHOOK_URL" in bad.stderr and "the-token" not in bad.output, bad.output

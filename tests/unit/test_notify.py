@@ -25,6 +25,7 @@ from sentinel_backup.notify import (
     redact,
     send_test,
     slack_payload,
+    split_target,
 )
 
 T = datetime(2026, 11, 29, 3, 0, 5, tzinfo=UTC)
@@ -60,6 +61,8 @@ def test_json_payload_is_the_documented_v1_object() -> None:
     assert payload == {
         "schema": SCHEMA, "event": "backup_failed", "severity": "error",
         "summary": "Backup FAILED on db1 \u00b7 app, crm \u00b7 3.0 MiB \u00b7 1m15s \u00b7 to local, s3",
+        "text": "Backup FAILED on db1 \u00b7 app, crm \u00b7 3.0 MiB \u00b7 1m15s \u00b7 to local, s3"
+                "\npg_dump exited 1",
         "host": "db1", "time": "2026-11-29T03:00:05Z", "tool_version": __version__,
         "databases": ["app", "crm"], "sizes_bytes": {"app": 3145728, "crm": 2048}, "total_size_bytes": 3147776,
         "duration_seconds": 75.0, "destinations": ["local", "s3"], "error": "pg_dump exited 1",
@@ -67,6 +70,30 @@ def test_json_payload_is_the_documented_v1_object() -> None:
     }
     assert SCHEMA == "sentinel-backup.event/v1"
     json.dumps(payload)
+
+
+def test_json_text_without_error_is_the_summary() -> None:
+    payload = json_payload(event(EventKind.BACKUP_SUCCEEDED))
+    assert payload["text"] == payload["summary"]
+
+
+@pytest.mark.parametrize(("item", "expected"), [
+    ("https://hooks.slack.com/services/T/B/x", ("auto", "https://hooks.slack.com/services/T/B/x")),
+    (" slack:https://chat.example/hooks/abc ", ("slack", "https://chat.example/hooks/abc")),
+    ("JSON:http://127.0.0.1:8080/x", ("json", "http://127.0.0.1:8080/x")),
+    ("discord:https://discord.com/api/webhooks/1/t", ("discord", "https://discord.com/api/webhooks/1/t")),
+    ("auto:https://hooks.slack.com/services/x", ("auto", "https://hooks.slack.com/services/x")),
+    ("ftp://host/x", ("auto", "ftp://host/x")),  # a URL, refused at delivery as before
+    ("not a url", ("auto", "not a url")),
+])
+def test_split_target(item: str, expected: tuple[str, str]) -> None:
+    assert split_target(item) == expected
+
+
+def test_split_target_refuses_an_unknown_format_without_repeating_the_url() -> None:
+    with pytest.raises(ValueError, match="unknown format 'teams'") as info:
+        split_target("teams:https://example.com/secret-token")
+    assert "secret-token" not in str(info.value)
 
 
 def test_slack_payload_blocks() -> None:

@@ -17,7 +17,11 @@ def notify_test(ctx: typer.Context) -> int:
     if not results:
         emit("No webhook URL is configured (WEBHOOK_URL).")
         return EXIT_FAILURE
-    for r in results:
-        emit(f"{'OK  ' if r.ok else 'FAIL'} {r.format:<8} {r.url} status={r.status} attempts={r.attempts}"
-             + (f" error={r.error}" if r.error else ""))
-    return 0 if all(r.ok for r in results) else EXIT_FAILURE
+    # one line per WEBHOOK_URL item, numbered: two URLs on one host look alike once their token is hidden
+    for number, r in enumerate(results, 1):
+        emit(f"{'OK  ' if r.ok else 'FAIL'} #{number} {r.format:<8} {r.url} status={r.status or '-'} "
+             f"attempts={r.attempts}" + (f" error={r.error}" if r.error else ""))
+    failed = [f"#{n}" for n, r in enumerate(results, 1) if not r.ok]
+    emit(f"{len(results) - len(failed)} of {len(results)} webhook URL(s) accepted the test notification"
+         + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return EXIT_FAILURE if failed else 0
