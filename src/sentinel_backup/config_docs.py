@@ -56,7 +56,7 @@ EXAMPLES: dict[str, str] = {
     "MANIFEST_TABLE_HASHES": "true", "MAX_BACKUP_AGE": "26h",
     "METRICS_FILE": "/var/lib/node_exporter/textfile/sentinel_backup.prom", "BACKUP_SCHEDULE": "0 */6 * * *",
     "PRUNE_SCHEDULE": "30 4 * * *", "DRILL_SCHEDULE": "0 5 * * 0", "SCHEDULE_TIMEZONE": "Europe/Paris",
-    "LOG_LEVEL": "DEBUG", "LOG_FILE": "/var/log/sentinel-backup.log", "LOG_FORMAT": "json",
+    "LOG_LEVEL": "DEBUG", "LOG_FILE": "/var/log/sentinel-backup/sentinel-backup.log", "LOG_FORMAT": "json",
 }
 
 
