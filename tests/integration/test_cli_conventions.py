@@ -74,8 +74,20 @@ def test_quiet_prints_nothing_on_success_but_the_log_file_has_it(pg: TempCluster
     # a warning still shows: BACKUP_DIR readable by others
     Path(env["BACKUP_DIR"]).chmod(0o755)
     warned = cli(env, "backup", "--quiet")
-    assert warned.code == 0 and "[WARN] BACKUP_DIR" in warned.output, warned.output
+    assert warned.code == 0 and "[WARN] BACKUP_DIR" in warned.stderr, warned.output
     assert "Backup process completed" not in warned.output
+    Path(env["BACKUP_DIR"]).chmod(0o700)
+
+    # a command's result lines show only when it fails
+    verified = cli(env, "verify", "latest", "--quiet")
+    assert verified.code == 0 and verified.output == "", verified.output
+    assert "local: sha256" in cli(env, "verify", "latest").stdout
+    [artifact] = [p for p in sorted(Path(env["BACKUP_DIR"]).glob("*.sql.gz"))][-1:]
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    broken = cli(env, "verify", "latest", "-q")
+    assert broken.code == 1 and "FAILED" in broken.stdout, broken.output
 
 
 def test_unknown_ids_and_destinations_are_usage_errors(pg: TempCluster, new_db: str,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import io
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -36,7 +37,8 @@ app = typer.Typer(
 )
 
 EnvFile = Annotated[Path | None, typer.Option("--env-file", help="Read settings from this .env file.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors (for cron).")]
+Quiet = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="Print only warnings and errors, and the command's output only when it fails (for cron).")]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bar, even on a terminal.")]
 
 
@@ -60,8 +62,9 @@ class State:
             )
 
             self._settings = load_settings(self.env_file)
+            # --quiet: warnings and errors go to stderr, past the held-back command output (see command())
             log.setup(self._settings.log_level, self._settings.log_format, self._settings.log_file,
-                      to_stderr=machine_output, quiet=self.quiet)
+                      to_stderr=machine_output or self.quiet, quiet=self.quiet)
             for warning in self._settings.warnings:
                 _logger.warning(warning)
         return self._settings
@@ -117,7 +120,9 @@ def command(name: str | None = None) -> Callable[[F], F]:
             root.env_file = env_file if env_file is not None else root.env_file
             root.quiet = root.quiet or quiet
             root.no_progress = root.no_progress or no_progress
-            return func(**kwargs)
+            if not root.quiet:
+                return func(**kwargs)
+            return _held_back(func, kwargs)
 
         wrapper.__signature__ = own.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in [*params, *extra]}
@@ -125,6 +130,22 @@ def command(name: str | None = None) -> Callable[[F], F]:
         return func
 
     return register
+
+
+def _held_back(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """--quiet: the command's own output (result lines) is printed only when it did not succeed,
+    so that cron mails nothing for a good run; warnings and errors (stderr) always show."""
+    held = io.StringIO()
+    succeeded = False
+    try:
+        with redirect_stdout(held):
+            code = func(**kwargs)
+        succeeded = code in (0, None)
+        return code
+    finally:
+        if not succeeded:  # a failure exit code, or an exception on its way out
+            sys.stdout.write(held.getvalue())
+            sys.stdout.flush()
 
 
 @contextmanager
