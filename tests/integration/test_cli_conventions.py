@@ -131,5 +131,9 @@ def test_prune_prints_words_not_a_dict(pg: TempCluster, new_db: str, base_env: d
     dry = cli(env, "prune", "--dry-run")
     assert dry.code == 0, dry.output
     assert "{" not in dry.stdout and "=> keep 1, would remove 1" in dry.stdout
+    lines = dry.stdout.splitlines()
+    header = next(line for line in lines if "ACTION" in line)
+    rows = [line for line in lines if line.lstrip().startswith(("keep ", "REMOVE "))]
+    assert len(rows) == 2 and all(row.index(new_db) == header.index("ID") for row in rows), dry.stdout
     real = cli(env, "prune")
     assert "=> keep 1, removed 1, locked 0, errors 0" in real.stdout, real.output

@@ -11,7 +11,7 @@ import functools
 import inspect
 import io
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +163,24 @@ def progress_bar(label: str, total: int | None = None, *, enabled: bool = True
     with Progress(*columns, transient=True) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+def print_table(header: Sequence[str], rows: Iterable[Sequence[str]], *, right: Sequence[str] = (),
+                indent: int = 0) -> None:
+    """Columns as wide as their longest value (rich, imported only here); a row is never wrapped
+    when stdout is not a terminal (a pipe, cron mail), whatever its length."""
+    from rich import box
+    from rich.console import Console
+    from rich.padding import Padding
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for name in header:
+        table.add_column(name, justify="right" if name in right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 100_000)
+    console.print(Padding(table, (0, 0, 0, indent)) if indent else table)
 
 
 def emit(text: str = "") -> None:

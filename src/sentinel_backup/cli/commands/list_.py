@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sentinel_backup.cli.app import command, emit, state
+from sentinel_backup.cli.app import command, emit, print_table, state
 
 if TYPE_CHECKING:
     from sentinel_backup.model.catalog import Entry
@@ -45,22 +44,14 @@ def list_backups(
 
 
 def _table(entries: list[Entry], drills: dict[str, dict[str, Any] | None]) -> None:
-    """One row per backup, columns as wide as their longest value (rich, imported only here)."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
     from sentinel_backup.notify import human_size
 
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    for name in ("ID", "CREATED (UTC)", "SIZE", "RAW", "ENC", "DRILL", "DESTINATIONS", ""):
-        table.add_column(name, justify="right" if name in ("SIZE", "RAW") else "left", overflow="fold")
-    for e in entries:
-        m = e.manifest
-        drill = drills[e.id]
-        table.add_row(m.id, f"{m.created_at:%Y-%m-%d %H:%M:%S}", human_size(m.size_bytes),
-                      "-" if e.legacy else human_size(m.raw_size_bytes), m.encryption.method if m.encryption else "-",
-                      "-" if drill is None else "passed" if drill.get("passed") else "FAILED",
-                      ",".join(sorted(e.locations)), "LEGACY" if e.legacy else "")
-    # not a terminal (a pipe, cron mail): never wrap a row, whatever its length
-    Console(highlight=False, width=None if sys.stdout.isatty() else 100_000).print(table)
+    def row(e: Entry) -> list[str]:
+        m, drill = e.manifest, drills[e.id]
+        return [m.id, f"{m.created_at:%Y-%m-%d %H:%M:%S}", human_size(m.size_bytes),
+                "-" if e.legacy else human_size(m.raw_size_bytes), m.encryption.method if m.encryption else "-",
+                "-" if drill is None else "passed" if drill.get("passed") else "FAILED",
+                ",".join(sorted(e.locations)), "LEGACY" if e.legacy else ""]
+
+    print_table(("ID", "CREATED (UTC)", "SIZE", "RAW", "ENC", "DRILL", "DESTINATIONS", ""), map(row, entries),
+                right=("SIZE", "RAW"))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sentinel_backup.cli.app import command, emit, state
+from sentinel_backup.cli.app import command, emit, print_table, state
 from sentinel_backup.errors import EXIT_FAILURE
 
 if TYPE_CHECKING:
@@ -36,8 +36,8 @@ def prune(
     else:
         for the_plan, applied in results:
             emit(f"{applied.destination}: policy {the_plan.policy.describe()}")
-            for d in the_plan.decisions:
-                emit(f"  {'keep  ' if d.keep else 'REMOVE'} {d.backup.id:<48} {d.reason}")
+            print_table(("ACTION", "ID", "REASON"), ([("keep" if d.keep else "REMOVE"), d.backup.id, d.reason]
+                                                     for d in the_plan.decisions), indent=2)
             emit(f"  => {_summary(the_plan.decisions, applied.counts())}")
     return 0 if all(a.ok for _, a in results) else EXIT_FAILURE
 
