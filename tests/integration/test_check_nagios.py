@@ -47,6 +47,7 @@ def test_ok_warning_critical(pg: TempCluster, new_db: str, base_env: dict[str, s
     assert unit == "s" and 0 <= age < 120 and warn == "" and crit == "7200"
     assert perf["checks_warning"][0] == 0 and perf["checks_critical"][0] == 0
     assert "[INFO]" not in good.stdout  # log lines never reach the plugin output
+    assert parsed(cli(env, "check", "--nagios", "--quiet"))[0] == "OK"  # --quiet never hides the line
 
     (Path(env["BACKUP_DIR"]) / ".sentinel-last-run.json").unlink()  # no run recorded: a warning
     warned = cli(env, "check", "--nagios")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 
 import typer
 
@@ -48,10 +48,15 @@ class State:
     quiet: bool = False
     no_progress: bool = False
     _settings: Settings | None = None
+    _stdout: TextIO | None = None  # the real stdout while --quiet holds the command's output back
 
     @property
     def show_progress(self) -> bool:
         return not (self.quiet or self.no_progress)
+
+    def emit_always(self, text: str) -> None:
+        """Output that --quiet never holds back (the monitoring-plugin line of check --nagios)."""
+        typer.echo(text, file=self._stdout or sys.stdout)
 
     def settings(self, *, machine_output: bool = False) -> Settings:
         """The settings, loaded once; logging set up from them. With ``machine_output``
@@ -122,6 +127,7 @@ def command(name: str | None = None) -> Callable[[F], F]:
             root.no_progress = root.no_progress or no_progress
             if not root.quiet:
                 return func(**kwargs)
+            root._stdout = sys.stdout
             return _held_back(func, kwargs)
 
         wrapper.__signature__ = own.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]

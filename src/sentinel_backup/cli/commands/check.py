@@ -53,5 +53,5 @@ def _nagios(ctx: typer.Context) -> int:
         line, code = nagios_unknown(exc.message + (f" (hint: {exc.hint})" if exc.hint else ""))
     except Exception as exc:  # a plugin must never exit with a code the monitor misreads
         line, code = nagios_unknown(f"internal error: {type(exc).__name__}: {exc}")
-    emit(line)
+    state(ctx).emit_always(line)  # a monitor always gets its line, --quiet or not
     return code
