@@ -60,8 +60,8 @@ def storage(request: pytest.FixtureRequest, s3_server: WeedServer, tmp_path: Pat
     return make_storage(request.param, s3_server, tmp_path, monkeypatch)
 
 
-def names(storage: Storage, prefix: str = "") -> set[str]:
-    return {info.key for info in storage.list(prefix)}
+def names(storage: Storage, prefix: str = "", *, deep: bool = False) -> set[str]:
+    return {info.key for info in storage.list(prefix, deep=deep)}
 
 
 def sha256_of(storage: Storage, key: str, chunk: int = MiB) -> tuple[str, int]:
@@ -114,7 +114,7 @@ def test_missing_objects(storage: Storage) -> None:
         storage.open_reader("nothing-here")
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", ".hidden", "nul\0"])
+@pytest.mark.parametrize("bad", ["", "/abs", "a//b", "a/", "../up", "a/../b", "wal/.partial", ".hidden", "nul\0"])
 def test_invalid_names_are_refused(storage: Storage, bad: str) -> None:
     with pytest.raises(StorageError):
         storage.put_bytes(bad, b"x")
@@ -130,6 +130,35 @@ def test_list_by_prefix(storage: Storage) -> None:
     assert names(storage, "sentinel_backup_") == set(keys)
     assert names(storage, "nothing") == set()
     assert {i.key: i.size for i in storage.list("sentinel_backup_other")} == {keys[4]: len(keys[4])}
+
+
+def test_folders(storage: Storage) -> None:
+    """Keys may hold folders (the layout's namespaces): a root listing never shows what is
+    below it; a folder listing shows its objects; ``deep`` shows everything below."""
+    keys = ["root.sql.gz", "basebackups/b1.tar.zst", "wal/a/000000010000000000000001",
+            "wal/a/000000010000000000000002", "wal/b/00000002.history"]
+    for key in keys:
+        assert storage.put_bytes(key, key.encode()).key == key
+    assert names(storage) == {"root.sql.gz"}
+    assert names(storage, "wal/") == set()
+    assert names(storage, "wal/", deep=True) == set(keys[2:])
+    assert names(storage, "wal/a/") == set(keys[2:4])
+    assert names(storage, "wal/a/00000001000000000000000") == set(keys[2:4])
+    assert names(storage, "wal/a/000000010000000000000002") == {keys[3]}
+    assert names(storage, "", deep=True) == set(keys)
+    assert storage.read_bytes(keys[1]) == keys[1].encode()
+    info = storage.stat(keys[2])
+    assert info is not None and info.key == keys[2]
+    assert storage.stat("wal/a") is None and storage.stat("wal/nothing/x") is None
+    writer = storage.open_writer("wal/c/deep/stream")
+    writer.write(b"x" * 1000)
+    assert names(storage, "wal/c/", deep=True) == set()  # invisible until commit, in a new folder too
+    writer.commit()
+    assert names(storage, "wal/c/", deep=True) == {"wal/c/deep/stream"}
+    for key in [*keys, "wal/c/deep/stream"]:
+        storage.delete(key)
+    assert names(storage, "", deep=True) == set()
+    assert list(storage.list_partials()) == []
 
 
 # --- streams -------------------------------------------------------------------------

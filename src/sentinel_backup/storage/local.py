@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -177,6 +178,8 @@ class LocalStorage:
             info = (self.folder / key).stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        if not stat.S_ISREG(info.st_mode):
+            return None  # a folder is no object
         return ObjectInfo(key, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
 
     def list(self, prefix: str = "", *, deep: bool = False) -> Iterator[ObjectInfo]:
