@@ -154,12 +154,15 @@ def publish_metrics(settings: Settings, metrics: RunMetrics, destinations: list[
     """Write METRICS_FILE; with ``destinations``, also what each of them holds now."""
     if settings.metrics_file is None:
         return
-    try:
-        if destinations is not None:
+    if destinations is not None:
+        try:
             catalog = scan_catalog(destinations, strict=False)
             metrics = replace(metrics, inventory=metrics_inventory(
                 ((e.manifest.created_at, e.manifest.size_bytes, e.locations) for e in catalog.entries),
                 [d.name for d in destinations if d.name not in catalog.errors], catalog.errors))
+        except Exception as exc:  # metrics never change a run's outcome: the inventory is carried forward
+            logger.warning(f"Could not take the destinations' inventory for METRICS_FILE: {exc}")
+    try:
         write_metrics(settings.metrics_file, metrics)
     except SentinelError as exc:
         logger.warning(f"Could not write METRICS_FILE: {exc.message}")
