@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sentinel_backup import __version__
 from sentinel_backup.demo.cluster import TempCluster
 from tests.helpers import cli, promtool_check
+from tests.plugins.s3 import WeedServer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -160,3 +161,20 @@ def test_a_database_no_longer_backed_up_loses_its_series(pg: TempCluster, db: st
         promtool_check(metrics.read_bytes())
     finally:
         pg.psql(f"DROP DATABASE IF EXISTS {other} WITH (FORCE)", check=False)
+
+
+def test_inventory_per_destination_with_s3(db: str, base_env: dict[str, str], tmp_path: Path,
+                                           s3_server: WeedServer, s3_bucket: str) -> None:
+    metrics = tmp_path / "sentinel.prom"
+    env = {**base_env, **s3_server.s3_env(s3_bucket, "inventory"), "POSTGRES_DB": db, "METRICS_FILE": str(metrics),
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    assert cli(env, "backup").code == 0
+    samples = read(metrics)
+    [item] = [i for i in cli(env, "list", "--json").json() if i["kind"] == "database"]
+    for destination in ("local", "s3"):
+        assert value(samples, "destination_backups", destination=destination) == 1
+        assert value(samples, "destination_stored_bytes", destination=destination) == item["size_bytes"]
+        assert value(samples, "destination_oldest_backup_timestamp_seconds", destination=destination) == \
+            pytest.approx(ts(item["created_at"]))
+    promtool_check(metrics.read_bytes())
