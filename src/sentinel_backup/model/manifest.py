@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sentinel_backup.errors import VerifyFailed
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: kind "physical" with its facts; version 1 documents are read unchanged
 PREFIX = "sentinel_backup_"
 GLOBALS_PREFIX = "sentinel_globals_"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -45,6 +45,32 @@ class EncryptionInfo(BaseModel):
     key_id: str  # a non-secret identifier: recipients for age, key fingerprint for AES
 
 
+class PhysicalFacts(BaseModel):
+    """What a physical base backup is: where it starts and ends in the WAL, of which cluster.
+    The WAL from ``start_wal`` to the segment holding ``stop_lsn`` (on ``timeline``) is what
+    the backup needs to reach consistency; ``wal_included`` says whether it is in the tar."""
+
+    model_config = ConfigDict(extra="allow")
+    system_identifier: str
+    timeline: int
+    start_lsn: str  # "0/2000028"
+    stop_lsn: str
+    start_wal: str  # the WAL file holding start_lsn, e.g. "000000010000000000000002"
+    stop_wal: str
+    wal_segment_size: int
+    wal_included: bool = True  # pg_basebackup -X fetch: the needed WAL is inside the tar
+    backup_label: str = ""  # the label pg_basebackup was given
+    backup_manifest_key: str | None = None  # PostgreSQL's own backup_manifest, stored beside
+    tablespaces: list[dict[str, Any]] = Field(default_factory=list)  # oid, location, artifact key
+    pg_basebackup_version: str | None = None
+    # incremental chains (PostgreSQL 17+): the parent's id, the chain's full backup, place in it
+    parent_id: str | None = None
+    chain_root_id: str | None = None
+    chain_position: int = 0
+    start_time: datetime | None = None  # server time at start and end of the backup (from the
+    stop_time: datetime | None = None  # backup label / history file): the earliest reachable point
+
+
 class Manifest(BaseModel):
     """What, when and how one backup was taken. ``format_version`` guards readers."""
 
@@ -52,7 +78,7 @@ class Manifest(BaseModel):
 
     format_version: int = FORMAT_VERSION
     id: str
-    kind: Literal["database", "globals"] = "database"
+    kind: Literal["database", "globals", "physical"] = "database"
     database: str
     artifact: str
     created_at: datetime
@@ -63,7 +89,7 @@ class Manifest(BaseModel):
     source: dict[str, Any] = Field(default_factory=dict)
     server_version: str | None = None
     pg_dump_version: str | None = None
-    format: Literal["plain", "custom"] = "plain"
+    format: Literal["plain", "custom", "directory", "tar"] = "plain"
     compression: CompressionInfo
     encryption: EncryptionInfo | None = None
     raw_size_bytes: int
@@ -73,6 +99,7 @@ class Manifest(BaseModel):
     snapshot: str | None = None
     tables: dict[str, int] | None = None
     table_hashes: dict[str, str] | None = None  # MANIFEST_TABLE_HASHES: "rows:md5" per table
+    physical: PhysicalFacts | None = None  # kind "physical" only
 
     @property
     def manifest_key(self) -> str:
