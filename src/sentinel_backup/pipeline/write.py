@@ -84,6 +84,9 @@ class Written:
 
 def open_writers(destinations: list[Storage], key: str) -> dict[str, ObjectWriter]:
     """A writer on each destination, or none at all (the ones opened are aborted on failure)."""
+    names = [dest.name for dest in destinations]
+    if len(set(names)) != len(names):  # a writer per name: a second one would never be aborted
+        raise BackupFailed(f"two destinations share a name: {', '.join(names)}", "this is a bug; please report it")
     writers: dict[str, ObjectWriter] = {}
     try:
         for dest in destinations:
