@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import subprocess
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -81,17 +82,19 @@ class BytesProducer:
 
 
 class ChildProducer:
-    """A real child process writing ``size`` bytes of zeros (``head -c``)."""
+    """A real child process writing ``size`` bytes of zeros (``head -c``), or running ``argv``."""
 
     tool = "head"
 
-    def __init__(self, size: int) -> None:
-        self.label = f"head -c {size}"
-        self.size = size
+    def __init__(self, size: int = 0, argv: list[str] | None = None) -> None:
+        self.argv = argv or ["head", "-c", str(size), "/dev/zero"]
+        self.label = " ".join(self.argv)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = threading.Event()
 
     def start(self) -> IO[bytes]:
-        self.proc = subprocess.Popen(["head", "-c", str(self.size), "/dev/zero"], stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE)
+        self.started.set()
         assert self.proc.stdout is not None
         return self.proc.stdout
 
@@ -99,7 +102,7 @@ class ChildProducer:
         assert self.proc is not None
         code = self.proc.wait()
         if code != 0:
-            raise SourceError(f"head failed (exit code {code})")
+            raise SourceError(f"{self.argv[0]} failed (exit code {code})")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -218,6 +221,25 @@ def test_a_stop_request_stops_the_child_and_aborts_every_writer(tmp_path: Path) 
         write_stream(producer, KEY, [local(tmp_path / "a"), local(tmp_path / "b", "b")], GZIP,
                      verify=VerifyMode.INTEGRITY, stopper=stopper, progress=progress)
     assert producer.proc is not None and producer.proc.returncode is not None  # stopped, not left running
+    assert everything(tmp_path) == []
+
+
+def test_a_stop_request_ends_a_producer_that_writes_nothing(tmp_path: Path) -> None:
+    """A child blocked without output (pg_dump waiting for a lock, say): the stop watcher
+    stops the producer, so the read returns and nothing stays."""
+    stopper = Stopper()
+    producer = ChildProducer(argv=["sleep", "600"])
+
+    def ask_once_started() -> None:
+        producer.started.wait()
+        stopper.request()
+
+    asker = threading.Thread(target=ask_once_started)
+    asker.start()
+    with stopper.watching(), pytest.raises(Interrupted):
+        write_stream(producer, KEY, [local(tmp_path)], GZIP, verify=VerifyMode.INTEGRITY, stopper=stopper)
+    asker.join()
+    assert producer.proc is not None and producer.proc.returncode is not None
     assert everything(tmp_path) == []
 
 
