@@ -21,7 +21,7 @@ from sentinel_backup.retention.plan import (
     plan,
     scan,
 )
-from sentinel_backup.storage.base import ObjectInfo
+from sentinel_backup.storage.base import Capabilities, ObjectInfo
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 _n = iter(range(10**9))
@@ -349,7 +349,10 @@ def test_property_days_only_removes_older_than_cutoff(refs: list[BackupRef], day
 
 # --- scan over an in-memory destination ----------------------------------------------------
 class MemoryStorage:
+    """The parts of the Storage protocol retention uses, in memory (objects may sit in folders)."""
+
     name = "memory"
+    capabilities = Capabilities()
 
     def __init__(self) -> None:
         self.objects: dict[str, tuple[bytes, datetime]] = {}
@@ -360,10 +363,17 @@ class MemoryStorage:
     def put(self, key: str, data: bytes, at: datetime) -> None:
         self.objects[key] = (data, at)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", *, deep: bool = False) -> Iterator[ObjectInfo]:
+        folder = prefix.rpartition("/")[0]
         for key, (data, at) in list(self.objects.items()):
-            if key.startswith(prefix):
+            if key.startswith(prefix) and (deep or "/" not in key[len(folder) + 1 if folder else 0:]):
                 yield ObjectInfo(key, len(data), at)
+
+    def list_partials(self) -> Iterator[ObjectInfo]:
+        return iter(())
+
+    def is_locked(self, key: str) -> bool:
+        return False
 
     def read_bytes(self, key: str) -> bytes:
         return self.objects[key][0]
@@ -403,7 +413,7 @@ def test_scan_groups_objects_into_backups_legacy_and_leftovers() -> None:
     store.put("notes.txt", b"not ours", days_ago(900))
     store.put("sentinel_backup_readme.txt", b"not ours either", days_ago(900))
     leftover = artifact_name("app", days_ago(2), ".sql.gz")
-    refs = {r.id: r for r in scan(store, NOW, legacy_database="app")}
+    refs = {r.id: r for r in scan(store, legacy_database="app")}
     assert set(refs) == {backup_id(good), backup_id(leftover), "app_20260101T000000Z",
                          "sentinel_backup_20251103_030000.sql.gz", "sentinel_backup_crm_20250102_040506.sql.gz.enc",
                          "sentinel_backup_old.sql.gz"}
@@ -431,7 +441,7 @@ def test_scan_marks_damaged_and_dataless_manifests() -> None:
     wrong_size = put_backup(store, "app", days_ago(2), size=5)
     no_data = put_backup(store, "app", days_ago(3))
     del store.objects[no_data]
-    refs = {r.keys[-1]: r for r in scan(store, NOW)}
+    refs = {r.keys[-1]: r for r in scan(store)}
     assert not refs[bad_json].good and "not valid JSON" in refs[bad_json].note
     assert not refs[wrong_size].good and "manifest says 5" in refs[wrong_size].note
     dataless = refs[no_data + ".sha256"]
@@ -443,7 +453,7 @@ def test_scan_legacy_name_variants() -> None:
     for name in ("sentinel_backup_2025-11-03_03-00-00.sql.gz", "sentinel_backup_my_db_20251103-030000.sql.gz",
                  "sentinel_backup_20251103.sql.gz", "sentinel_backup_app_20251399_030000.sql.gz"):
         store.put(name, b"x", days_ago(7))
-    got = {r.id: (r.database, r.created_at) for r in scan(store, NOW)}
+    got = {r.id: (r.database, r.created_at) for r in scan(store)}
     assert got["sentinel_backup_2025-11-03_03-00-00.sql.gz"] == ("(unknown)", datetime(2025, 11, 3, 3, tzinfo=UTC))
     assert got["sentinel_backup_my_db_20251103-030000.sql.gz"] == ("my_db", datetime(2025, 11, 3, 3, tzinfo=UTC))
     assert got["sentinel_backup_20251103.sql.gz"] == ("(unknown)", datetime(2025, 11, 3, tzinfo=UTC))
@@ -452,7 +462,7 @@ def test_scan_legacy_name_variants() -> None:
 
 # --- apply ---------------------------------------------------------------------------------
 def _plan_removing_all_but_newest(store: MemoryStorage) -> RetentionPlan:
-    return plan(scan(store, NOW), RetentionPolicy(days=1), NOW)
+    return plan(scan(store), RetentionPolicy(days=1), NOW)
 
 
 def test_apply_deletes_manifest_then_checksum_then_artifact() -> None:
@@ -488,7 +498,7 @@ def test_apply_skips_locked_objects_with_a_note_not_an_error() -> None:
     assert by_key[other].removed and result.ok and len(result.locked) == 1
     # What remains is an incomplete leftover: removed by a later run once the lock expires.
     store.locked.clear()
-    later = plan(scan(store, NOW + timedelta(days=2)), RetentionPolicy(days=1), NOW + timedelta(days=2))
+    later = plan(scan(store), RetentionPolicy(days=1), NOW + timedelta(days=2))
     assert [d.backup.keys for d in later.removed] == [(locked,)]
 
 
@@ -515,6 +525,8 @@ def test_apply_collects_errors_and_continues() -> None:
 
 def test_apply_asks_a_backend_that_can_tell_about_locks_first() -> None:
     class LockAware(MemoryStorage):
+        capabilities = Capabilities(object_lock=True)
+
         def is_locked(self, key: str) -> bool:
             return key in self.locked
 
