@@ -108,13 +108,14 @@ class BackupRun:
 
     def __init__(self, settings: Settings, destinations: list[Storage], *, progress: Progress | None = None,
                  stop: threading.Event | Stopper | None = None, clock: Callable[[], datetime] | None = None,
-                 unusable: dict[str, str] | None = None, cipher: Cipher | bool | None = True) -> None:
-        """``cipher``: True (the default) builds it from the settings; None means no encryption."""
+                 unusable: dict[str, str] | None = None, cipher: Cipher | None = None) -> None:
+        """``cipher``: the one the caller already built (and so validated); None builds it from
+        the settings (None again when they do not encrypt)."""
         self.settings = settings
         self.destinations = destinations
         self.unusable = dict(unusable or {})  # enabled destinations that failed before the run: name -> error
         self.source = Source(settings)
-        self.cipher = cipher_from_settings(settings) if cipher is True else cipher or None
+        self.cipher = cipher if cipher is not None else cipher_from_settings(settings)
         self.progress = progress
         self.stopper = stop if isinstance(stop, Stopper) else Stopper(stop)
         self.stop = self.stopper.event
