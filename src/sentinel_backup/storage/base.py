@@ -39,11 +39,15 @@ class Capabilities:
     local_files: bool = False  # ``local_path`` gives a file on this host (pg_restore -j reads it in place)
 
 
-def check_key(key: str) -> str:
+def check_key(key: str, *, temporary: bool = False) -> str:
     """The one validation of a key: relative, ``/``-separated segments, none empty, none
-    starting with ``.`` (temporary files), no NUL. Returns the key."""
+    starting with ``.`` (temporary files; ``temporary`` allows it in the last segment, for
+    deleting what ``list_partials`` found), no NUL. Returns the key."""
     parts = key.split("/")
-    if not key or "\0" in key or any(not part or part.startswith(".") for part in parts):
+    hidden = [part.startswith(".") for part in parts]
+    if temporary:
+        hidden[-1] = parts[-1] in (".", "..")
+    if not key or "\0" in key or any(not part for part in parts) or any(hidden):
         raise StorageError(f"invalid object name {key!r}", "this is a bug in sentinel-backup; please report it")
     return key
 

@@ -223,5 +223,6 @@ class LocalStorage:
         return self.folder / check_key(key)
 
     def delete(self, key: str) -> None:
+        check_key(key, temporary=True)  # retention deletes the partial files a crashed run left
         with contextlib.suppress(FileNotFoundError):
             (self.folder / key).unlink()
