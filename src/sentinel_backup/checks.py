@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,53 +19,19 @@ from sentinel_backup.config import Settings, parse_duration
 from sentinel_backup.errors import SentinelError
 from sentinel_backup.jobs.lastrun import LastRunUnreadable, read_last_run
 from sentinel_backup.model.catalog import Catalog, scan
+from sentinel_backup.model.check import CRITICAL, OK, RANK, WARNING, Check, Perf
 from sentinel_backup.pg.source import Source
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.storage.registry import build_destinations
 
-OK, WARNING, CRITICAL = "ok", "warning", "critical"
 EXIT_WARNING = 4
-_RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
+CheckResult = Check  # the name this module's callers know
 
-
-@dataclass(frozen=True)
-class Perf:
-    """A measured value for monitoring-plugin performance data (``'label'=value unit;warn;crit;min``)."""
-
-    label: str
-    value: float
-    unit: str = ""
-    warn: float | None = None
-    crit: float | None = None
-    minimum: float | None = 0
-
-    def render(self) -> str:
-        def number(x: float | None) -> str:
-            return "" if x is None else f"{x:g}" if x != int(x) else str(int(x))
-
-        label = self.label.replace("'", "''")
-        return (f"'{label}'={number(self.value)}{self.unit};{number(self.warn)};{number(self.crit)};"
-                f"{number(self.minimum)}")
-
-
-@dataclass
-class CheckResult:
-    name: str
-    status: str
-    detail: str
-    hint: str | None = None
-    perf: Perf | None = None  # for --nagios performance data; not in --json
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "ok": self.ok, "detail": self.detail, "hint": self.hint}
+__all__ = ["CRITICAL", "OK", "WARNING", "CheckResult", "Perf", "nagios_report", "nagios_unknown", "run_checks"]
 
 
 def overall_exit(results: list[CheckResult]) -> int:
-    worst = max((_RANK[r.status] for r in results), default=0)
+    worst = max((RANK[r.status] for r in results), default=0)
     return {0: 0, 1: EXIT_WARNING, 2: 1}[worst]
 
 
@@ -79,9 +44,7 @@ def _attempt(name: str, action: Callable[[], str]) -> CheckResult:
 
 def probe_destination(storage: Storage) -> str:
     """Write, read back and delete a small object."""
-    prepare = getattr(storage, "prepare", None)
-    if callable(prepare):
-        prepare()
+    storage.prepare()
     key = "sentinel-backup-check-probe"
     payload = b"sentinel-backup check\n"
     storage.put_bytes(key, payload)
@@ -229,7 +192,7 @@ def nagios_report(results: list[CheckResult]) -> tuple[str, int]:
     ``SENTINEL CRITICAL - backup app: no backup found; ... | 'backup_age_db'=3600s;;93600;0 ...``.
     The summary names every check that is not ok (critical first); when all are ok, it
     counts them and gives each database's newest backup age."""
-    bad = sorted((r for r in results if not r.ok), key=lambda r: -_RANK[r.status])
+    bad = sorted((r for r in results if not r.ok), key=lambda r: -RANK[r.status])
     state = "CRITICAL" if any(r.status == CRITICAL for r in bad) else "WARNING" if bad else "OK"
     if bad:
         summary = "; ".join(f"{r.name}: {r.detail}" for r in bad)

@@ -2,16 +2,13 @@
 
 Values come from the environment and a ``.env`` file (the environment wins). The names
 are those of the original shell version where it had one. ``docs/configuration.md`` is
-tested against this schema, so a variable added here must be documented there.
+tested against this schema, so a variable added here must be documented there. Durations
+and secret files are read by ``config_values``; unknown variables are found by ``config_env``.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
-import stat
-from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,11 @@ from sentinel_backup.choices import (
     VerifyMode,
     WebhookFormat,
 )
+from sentinel_backup.config_values import parse_duration, parse_timeout, read_private_file, read_secret_file
 from sentinel_backup.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "parse_duration", "parse_timeout", "read_private_file", "read_secret_file",
+           "settings_from"]
 
 
 def _env(name: str, *more: str) -> Any:
@@ -362,155 +363,15 @@ class Settings(BaseSettings):
         return {Compression.GZIP: 6, Compression.ZSTD: 3, Compression.NONE: 0}[self.compression]
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90m`, `26h`, `7d`, `2w` (or plain seconds) as a timedelta."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", text.lower())
-    if match is None or int(match.group(1)) == 0:
-        raise ValueError("must be a positive duration like 26h, 90m or 7d")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2) or "s"])
-
-
-def parse_timeout(text: str) -> timedelta:
-    """A duration like parse_duration's, where `0` is allowed (no limit)."""
-    if re.fullmatch(r"\s*0+\s*[smhdw]?\s*", text.lower()):
-        return timedelta(0)
-    try:
-        return parse_duration(text)
-    except ValueError:
-        raise ValueError("must be a duration like 30s, 5m or 1h, or 0 (no limit)") from None
-
-
-def read_private_file(path: Path, variable: str, create_hint: str, *, line_limit: int | None = None) -> bytes:
-    """A secret file's bytes (only its first line, up to ``line_limit`` bytes, when given).
-
-    The one check every secret file goes through (key files, age identities, password and
-    secret-key files): it must be a regular file that neither group nor others can access."""
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{variable}: {path} is not a regular file", f"point {variable} at the file itself")
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{variable}: {path} is readable by group or others (mode {info.st_mode & 0o777:o})",
-                              f"run: chmod 600 {path}")
-        with path.open("rb") as file:
-            return file.read() if line_limit is None else file.readline(line_limit)
-    except FileNotFoundError:
-        raise ConfigError(f"{variable}: {path} does not exist", create_hint) from None
-    except OSError as exc:
-        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}", f"check the permissions of {path}") \
-            from None
-
-
-def read_secret_file(path: Path, variable: str) -> str:
-    """First line of a secret file (password, secret key), without its newline. Refuses files
-    readable by group or others, like every secret file."""
-    data = read_private_file(path, variable, f"create it with the secret on its first line and chmod 600 {path}, "
-                                             f"or fix {variable}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{variable}: {path} is not UTF-8 text", f"put the secret on the first line of {path}") \
-            from None
-    line = text.splitlines()[0] if text.strip() else ""
-    if not line:
-        raise ConfigError(f"{variable}: {path} is empty", f"put the secret on the first line of {path}")
-    return line
-
-
-def _describe(error: dict[str, Any]) -> str:
-    loc = error.get("loc") or ()
-    name = str(loc[0]) if loc else ""
-    field = Settings.model_fields.get(name)
-    alias = field.validation_alias if field is not None else None
-    if isinstance(alias, AliasChoices):
-        variable = str(alias.choices[0])
-    elif isinstance(alias, str):
-        variable = alias
-    else:
-        variable = name or "configuration"
-    if error.get("type") == "missing":
-        return f"{variable} is required but not set"
-    value = error.get("input")
-    secret = variable.endswith(("PASSWORD", "SECRET_KEY", "URL", "URLS"))
-    shown = "" if secret or isinstance(value, dict) else f" (got {value!r})"
-    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    return f"{variable}: {message}{shown}"
-
-
 def settings_from(values: dict[str, str]) -> Settings:
     """Settings from these values only: no environment, no .env (the demo, tests)."""
+    from sentinel_backup.config_env import describe_error
+
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError("invalid configuration: " + "; ".join(_describe(dict(e)) for e in exc.errors()),
+        raise ConfigError("invalid configuration: " + "; ".join(describe_error(dict(e)) for e in exc.errors()),
                           "fix the values given") from None
-
-
-# Variables of the tool that are not settings of the schema.
-OTHER_TOOL_VARIABLES = ("SENTINEL_ENV_FILE",)
-# Non-tool variables a .env may hold for the system or a container (not misspellings).
-SYSTEM_VARIABLES = ("TZ", "LANG", "LANGUAGE", "TMPDIR", "PATH", "HOME", "USER")
-# First words of schema names too generic to claim in the environment (DOCKER_HOST, PG_VERSION
-# of the postgres image, MAX_..., MIN_...): typos there are caught in the .env only.
-_SHARED_PREFIXES = ("DOCKER_", "PG_", "MAX_", "MIN_")
-_LIBPQ = re.compile(r"PG[A-Z]+")
-
-
-def tool_variables() -> list[str]:
-    """Every variable name the tool reads, from the schema."""
-    names = [str(n) for field in Settings.model_fields.values()
-             for n in _aliases(field.validation_alias)]
-    return [*names, *OTHER_TOOL_VARIABLES]
-
-
-def tool_prefixes() -> tuple[str, ...]:
-    """``POSTGRES_``, ``S3_``, ``RETENTION_``, ...: the first word of every schema variable."""
-    firsts = {name.split("_", 1)[0] + "_" for name in tool_variables() if "_" in name}
-    return tuple(sorted(firsts - set(_SHARED_PREFIXES)))
-
-
-def _aliases(alias: Any) -> list[str]:
-    if isinstance(alias, AliasChoices):
-        return [str(c) for c in alias.choices]
-    return [str(alias)] if alias else []
-
-
-def _suggest(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-def unknown_variables(file_values: Mapping[str, str | None], environ: Mapping[str, str]) -> list[str]:
-    """A warning for every .env key the tool does not read, and for every environment variable
-    with one of the tool's prefixes that it does not know, with the nearest known name."""
-    known = tool_variables()
-    aws: frozenset[str] = frozenset()
-    if any(k.startswith("AWS_") for k in file_values):
-        from sentinel_backup.storage.aws_env import variables  # botocore's tables: imported only when needed
-
-        aws = variables()
-    warnings = []
-    for name in file_values:
-        if name in known or name in aws or name in SYSTEM_VARIABLES:
-            continue
-        if _LIBPQ.fullmatch(name):
-            if name not in environ:
-                warnings.append(f"{name} in the .env file is not used: libpq variables are read from the process "
-                                f"environment only (export {name} in the environment)")
-            continue
-        if name.startswith("AWS_"):
-            warnings.append(f"{name} in the .env file is not an AWS SDK variable this tool passes on"
-                            f"{_suggest(name, sorted(aws))}; it is ignored (export it if the SDK should see it)")
-            continue
-        warnings.append(f"unknown variable {name} in the .env file{_suggest(name, known)}: it is ignored")
-    prefixes = tool_prefixes()
-    for name in sorted(environ):
-        if name.startswith(prefixes) and name not in known and name not in file_values:
-            warnings.append(f"unknown variable {name} in the environment{_suggest(name, known)}: it is ignored")
-    return warnings
 
 
 def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
@@ -519,10 +380,12 @@ def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
     if env_file is not None and not env_file.is_file():
         raise ConfigError(f"--env-file {env_file} does not exist", "give the path of an existing .env file")
     file_values = dotenv_values(path, encoding="utf-8") if path.is_file() else {}
+    from sentinel_backup.config_env import describe_error, unknown_variables  # the names come from this schema
+
     try:
         settings = Settings(_env_file=path if path.is_file() else None, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
-        problems = [_describe(dict(e)) for e in exc.errors()]
+        problems = [describe_error(dict(e)) for e in exc.errors()]
         raise ConfigError(
             "invalid configuration: " + "; ".join(problems),
             "fix the variables above in the environment or .env (see docs/configuration.md)",

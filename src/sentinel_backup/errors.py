@@ -25,6 +25,10 @@ class SentinelError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def describe(self) -> str:
+        """``message (hint: ...)``: the one-line form for logs, records and notifications."""
+        return self.message + (f" (hint: {self.hint})" if self.hint else "")
+
 
 class ConfigError(SentinelError):
     """The configuration or the command line is wrong; nothing was done."""
@@ -40,18 +44,21 @@ class BackupFailed(SentinelError):
     """A backup could not be taken or committed."""
 
 
-class PartialFailure(SentinelError):
-    """Some destinations (or databases) succeeded, others failed."""
-
-    exit_code = EXIT_PARTIAL
-
-
 class VerifyFailed(SentinelError):
     """A stored backup does not match what was recorded for it."""
 
 
 class StorageError(SentinelError):
-    """A destination refused or failed an operation."""
+    """A destination refused or failed an operation. ``transient``: a network or store failure
+    that may pass (``storage.wrappers.RetryingStorage`` tries such an operation again)."""
+
+    transient = False
+
+
+class TransientStorageError(StorageError):
+    """A destination failed in a way that may pass: a timeout, a dropped connection, a 5xx."""
+
+    transient = True
 
 
 class NotFound(SentinelError):

@@ -212,7 +212,7 @@ class Scheduler:
             try:
                 result = job.action(self.stop_event)
             except SentinelError as exc:
-                log.error("%s failed: %s%s", job.name, exc, f" (hint: {exc.hint})" if exc.hint else "")
+                log.error("%s failed: %s", job.name, exc.describe())
                 return Outcome.FAILED
             except Exception:
                 log.exception("%s failed unexpectedly", job.name)

@@ -16,7 +16,8 @@ from sentinel_backup.config import settings_from
 from sentinel_backup.demo.cluster import TempCluster
 from sentinel_backup.logical.run import BackupRun, RunResult
 from sentinel_backup.pipeline import commit as commit_module
-from sentinel_backup.pipeline import read as verify_module
+from sentinel_backup.pipeline import read as read_module
+from sentinel_backup.pipeline import verify as verify_module
 from sentinel_backup.pipeline import write as write_module
 from sentinel_backup.storage.base import ObjectInfo
 from sentinel_backup.storage.local import LocalStorage, LocalWriter
@@ -148,7 +149,7 @@ def test_cipher_emitting_wrong_bytes_is_refused(db: str, base_env: dict[str, str
 def test_integrity_mode_hashes_the_copy_and_reread_decodes_it_again(db: str, base_env: dict[str, str],
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real_verify, real_check = verify_module.verify_copy, verify_module.check_stored
+    real_verify, real_check = verify_module.verify_copy, read_module.check_stored
 
     def counting_verify(*a: Any, **kw: Any) -> Any:
         calls.append("reread")

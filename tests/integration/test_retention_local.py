@@ -88,7 +88,7 @@ POLICY = RetentionPolicy(days=30, keep_daily=7, keep_weekly=4, keep_monthly=12, 
 def test_dry_run_deletes_nothing(template: LocalStorage) -> None:
     store = template
     before = files(store)
-    retention_plan = plan(scan(store, NOW), POLICY, NOW)
+    retention_plan = plan(scan(store), POLICY, NOW)
     result = apply(store, retention_plan, dry_run=True)
     assert files(store) == before
     assert len(result.results) == len(retention_plan.removed) > 600
@@ -96,7 +96,7 @@ def test_dry_run_deletes_nothing(template: LocalStorage) -> None:
 
 
 def test_two_years_of_backups_end_to_end(store: LocalStorage) -> None:
-    refs = scan(store, NOW, legacy_database="app")
+    refs = scan(store, legacy_database="app")
     sundays = sum((START + timedelta(days=n)).weekday() == 6 for n in range(698))
     assert sum(r.good for r in refs) == 698 + sundays  # daily app + Sunday crm, 2025-01-01 .. 2026-11-29
     assert sum(r.legacy for r in refs) == 4 and sum(r.incomplete for r in refs) == 4
@@ -105,7 +105,7 @@ def test_two_years_of_backups_end_to_end(store: LocalStorage) -> None:
     assert result.ok and not result.locked
     assert len(result.removed) == len(retention_plan.removed)
 
-    survivors = scan(store, NOW, legacy_database="app")
+    survivors = scan(store, legacy_database="app")
     good = {(r.database, r.created_at.date().isoformat()) for r in survivors if r.good}
     app_days = sorted(day for db, day in good if db == "app")
     # within 30 days: the 30 daily backups since 2026-10-31; before that, month ends (monthly 12,
@@ -137,13 +137,13 @@ def test_two_years_of_backups_end_to_end(store: LocalStorage) -> None:
             assert len(ref.keys) == 3
 
     # stable: re-planning on the real survivors removes nothing more
-    again = plan(scan(store, NOW, legacy_database="app"), POLICY, NOW)
+    again = plan(scan(store, legacy_database="app"), POLICY, NOW)
     assert not again.removed
 
 
 def test_reasons_reported_for_removed_backups(template: LocalStorage) -> None:
     store = template
-    retention_plan = plan(scan(store, NOW, legacy_database="app"), POLICY, NOW)
+    retention_plan = plan(scan(store, legacy_database="app"), POLICY, NOW)
     reasons = {d.reason.split(" (")[0] for d in retention_plan.removed}
     assert reasons == {"older than 30 days", "legacy older than 30 days", "incomplete leftover older than 24h"}
     kept = " | ".join(d.reason for d in retention_plan.kept)
@@ -154,7 +154,7 @@ def test_reasons_reported_for_removed_backups(template: LocalStorage) -> None:
 
 def test_empty_policy_only_cleans_leftovers(store: LocalStorage) -> None:
     before = files(store)
-    result = apply(store, plan(scan(store, NOW), RetentionPolicy(), NOW))
+    result = apply(store, plan(scan(store), RetentionPolicy(), NOW))
     gone = before - files(store)
     crashed = artifact_name("app", NOW - timedelta(days=3, hours=5), ".sql.gz")
     assert gone == {crashed, crashed + ".sha256", ".sentinel_backup_app_20261120T030000Z.sql.gz.partial"}

@@ -19,9 +19,10 @@ from sentinel_backup.errors import NotFound, StorageError
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.storage.registry import build_destinations
 from sentinel_backup.storage.s3 import S3Storage
+from sentinel_backup.storage.wrappers import RetryingStorage
 from tests.plugins.s3 import WeedServer
 
-KINDS = ["local", "s3", "minio"]
+KINDS = ["local", "s3", "minio", "minio+retrying"]  # the last: the contract holds through RetryingStorage
 MiB = 1024 * 1024
 
 
@@ -40,6 +41,8 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str,
 
 
 def make_storage(kind: str, server: WeedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Storage:
+    if kind.endswith("+retrying"):
+        return RetryingStorage(make_storage(kind.removesuffix("+retrying"), server, tmp_path, monkeypatch))
     if kind == "local":
         env = {"LOCAL_ENABLED": "true"}
     elif kind == "s3":

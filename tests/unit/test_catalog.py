@@ -1,16 +1,19 @@
-"""The catalog's legacy entries: recognised by name as retention does, never `latest`."""
+"""The catalog: legacy entries (recognised by name as retention does, never `latest`), copies
+merged by id across destinations, physical backups found through the layout, damaged manifests."""
 
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from sentinel_backup.errors import NotFound
+from sentinel_backup.errors import NotFound, StorageError
 from sentinel_backup.model.catalog import scan
 from sentinel_backup.model.manifest import CompressionInfo, Manifest
+from sentinel_backup.storage.base import ObjectInfo
 from sentinel_backup.storage.local import LocalStorage
 
 
@@ -51,3 +54,92 @@ def test_latest_never_picks_a_legacy_file(tmp_path: Path) -> None:
     assert catalog.find("latest").id == "app_20261129T030000Z"
     assert catalog.find("latest", "app").id == "app_20261129T030000Z"
     assert catalog.find("sentinel_backup_app_20991231_235959.sql.gz").legacy  # taken by name
+
+
+# --- merge, layout, damage ---------------------------------------------------------------------
+SYSID = "7312345678901234567"
+
+
+def manifest_doc(artifact: str, created: datetime, **extra: object) -> Manifest:
+    base = artifact.rsplit("/", 1)[-1]
+    return Manifest.model_validate({
+        "id": base.removeprefix("sentinel_").split(".", 1)[0].removeprefix("backup_"), "database": "app",
+        "artifact": artifact, "created_at": created, "finished_at": created, "duration_seconds": 1,
+        "tool_version": "t", "hostname": "h", "compression": {"algorithm": "gzip", "level": 6},
+        "raw_size_bytes": 4, "raw_sha256": "0" * 64, "size_bytes": 4, "sha256": "0" * 64, "tables": {}, **extra})
+
+
+def physical_backup(storage: LocalStorage, created: datetime) -> Manifest:
+    artifact = f"basebackups/{SYSID}/sentinel_base_{created:%Y%m%dT%H%M%SZ}.tar.gz"
+    manifest = manifest_doc(artifact, created, kind="physical", format="tar", database="(cluster)", tables=None,
+                            physical={"system_identifier": SYSID, "timeline": 1, "start_lsn": "0/2000028",
+                                      "stop_lsn": "0/2000138", "start_wal": "000000010000000000000002",
+                                      "stop_wal": "000000010000000000000002", "wal_segment_size": 16777216})
+    storage.put_bytes(artifact, b"tar!")
+    storage.put_bytes(manifest.manifest_key, manifest.to_json())
+    return manifest
+
+
+def test_copies_on_two_destinations_merge_by_id_with_their_backends_locations(tmp_path: Path) -> None:
+    one, two = LocalStorage(tmp_path / "one"), LocalStorage(tmp_path / "two")
+    one.prepare()
+    two.prepare()
+    two.name = "second"
+    both, only_two = "sentinel_backup_app_20261129T030000Z.sql.gz", "sentinel_backup_app_20261130T030000Z.sql.gz"
+    real_backup(one, both, datetime(2026, 11, 29, 3, tzinfo=UTC))
+    real_backup(two, both, datetime(2026, 11, 29, 3, tzinfo=UTC))
+    real_backup(two, only_two, datetime(2026, 11, 30, 3, tzinfo=UTC))
+    two.put_bytes(only_two + ".drill.json", b"{}")
+    catalog = scan([one, two])
+    assert [(e.id, sorted(e.locations)) for e in catalog.entries] == [
+        ("app_20261130T030000Z", ["second"]), ("app_20261129T030000Z", ["local", "second"])]
+    newest, older = catalog.entries
+    assert newest.drills == {"second": only_two + ".drill.json"}
+    assert older.to_json()["locations"] == {"local": {"path": both}, "second": {"path": both}}
+    assert catalog.errors == {}
+
+
+def test_physical_manifests_are_found_under_basebackups_and_wal_is_not_read(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    manifest = physical_backup(storage, datetime(2026, 12, 1, 3, tzinfo=UTC))
+    real_backup(storage, "sentinel_backup_app_20261129T030000Z.sql.gz", datetime(2026, 11, 29, 3, tzinfo=UTC))
+    # a stray manifest-like name in the WAL archive is no backup
+    storage.put_bytes(f"wal/{SYSID}/00000001/x.manifest.json", b"{not json")
+    storage.put_bytes("elsewhere/sentinel_base_x.tar.gz.manifest.json", b"{not json")
+    catalog = scan([storage])
+    assert [e.manifest.kind for e in catalog.entries] == ["physical", "database"]
+    physical = catalog.entries[0]
+    assert physical.locations == {"local": manifest.artifact}
+    assert physical.to_json()["locations"] == {"local": {"path": manifest.artifact}}
+    assert catalog.find("latest").manifest.kind == "database"  # `latest` is a database backup
+    assert catalog.find(physical.id) is physical
+
+
+def test_a_damaged_manifest_is_skipped_and_the_rest_listed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    storage = LocalStorage(tmp_path)
+    good = "sentinel_backup_app_20261129T030000Z.sql.gz"
+    real_backup(storage, good, datetime(2026, 11, 29, 3, tzinfo=UTC))
+    storage.put_bytes("sentinel_backup_app_20261130T030000Z.sql.gz", b"data")
+    storage.put_bytes("sentinel_backup_app_20261130T030000Z.sql.gz.manifest.json", b'{"format_version": 2, "id": ')
+    # a manifest that describes another artifact than the one it lies beside is not trusted either
+    moved = manifest_doc(good, datetime(2026, 12, 1, tzinfo=UTC))
+    storage.put_bytes("sentinel_backup_app_20261201T000000Z.sql.gz.manifest.json", moved.to_json())
+    catalog = scan([storage])
+    assert [e.id for e in catalog.entries] == ["app_20261129T030000Z"]
+    assert "not valid JSON" in caplog.text and "it describes" in caplog.text
+
+
+def test_an_unreadable_destination_is_an_error_of_its_own_unless_alone(tmp_path: Path) -> None:
+    class Broken(LocalStorage):
+        def list(self, prefix: str = "", *, deep: bool = False) -> Iterator[ObjectInfo]:
+            raise StorageError("broken: cannot list", "fix it")
+
+    good = LocalStorage(tmp_path / "good")
+    good.prepare()
+    real_backup(good, "sentinel_backup_app_20261129T030000Z.sql.gz", datetime(2026, 11, 29, 3, tzinfo=UTC))
+    broken = Broken(tmp_path / "broken")
+    broken.name = "s3"
+    catalog = scan([good, broken])
+    assert len(catalog.entries) == 1 and catalog.errors == {"s3": "broken: cannot list"}
+    with pytest.raises(StorageError):
+        scan([broken])

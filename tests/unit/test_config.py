@@ -8,14 +8,8 @@ import pytest
 
 from sentinel_backup import config_docs
 from sentinel_backup.choices import Compression, LogLevel
-from sentinel_backup.config import (
-    load_settings,
-    parse_duration,
-    settings_from,
-    tool_prefixes,
-    tool_variables,
-    unknown_variables,
-)
+from sentinel_backup.config import load_settings, parse_duration, settings_from
+from sentinel_backup.config_env import tool_prefixes, tool_variables, unknown_variables
 from sentinel_backup.errors import ConfigError
 from sentinel_backup.storage import aws_env
 

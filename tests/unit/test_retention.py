@@ -21,7 +21,7 @@ from sentinel_backup.retention.plan import (
     plan,
     scan,
 )
-from sentinel_backup.storage.base import ObjectInfo
+from sentinel_backup.storage.base import Capabilities, ObjectInfo
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 _n = iter(range(10**9))
@@ -349,7 +349,10 @@ def test_property_days_only_removes_older_than_cutoff(refs: list[BackupRef], day
 
 # --- scan over an in-memory destination ----------------------------------------------------
 class MemoryStorage:
+    """The parts of the Storage protocol retention uses, in memory (objects may sit in folders)."""
+
     name = "memory"
+    capabilities = Capabilities()
 
     def __init__(self) -> None:
         self.objects: dict[str, tuple[bytes, datetime]] = {}
@@ -360,10 +363,17 @@ class MemoryStorage:
     def put(self, key: str, data: bytes, at: datetime) -> None:
         self.objects[key] = (data, at)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", *, deep: bool = False) -> Iterator[ObjectInfo]:
+        folder = prefix.rpartition("/")[0]
         for key, (data, at) in list(self.objects.items()):
-            if key.startswith(prefix):
+            if key.startswith(prefix) and (deep or "/" not in key[len(folder) + 1 if folder else 0:]):
                 yield ObjectInfo(key, len(data), at)
+
+    def list_partials(self) -> Iterator[ObjectInfo]:
+        return iter(())
+
+    def is_locked(self, key: str) -> bool:
+        return False
 
     def read_bytes(self, key: str) -> bytes:
         return self.objects[key][0]
@@ -403,7 +413,7 @@ def test_scan_groups_objects_into_backups_legacy_and_leftovers() -> None:
     store.put("notes.txt", b"not ours", days_ago(900))
     store.put("sentinel_backup_readme.txt", b"not ours either", days_ago(900))
     leftover = artifact_name("app", days_ago(2), ".sql.gz")
-    refs = {r.id: r for r in scan(store, NOW, legacy_database="app")}
+    refs = {r.id: r for r in scan(store, legacy_database="app")}
     assert set(refs) == {backup_id(good), backup_id(leftover), "app_20260101T000000Z",
                          "sentinel_backup_20251103_030000.sql.gz", "sentinel_backup_crm_20250102_040506.sql.gz.enc",
                          "sentinel_backup_old.sql.gz"}
@@ -431,7 +441,7 @@ def test_scan_marks_damaged_and_dataless_manifests() -> None:
     wrong_size = put_backup(store, "app", days_ago(2), size=5)
     no_data = put_backup(store, "app", days_ago(3))
     del store.objects[no_data]
-    refs = {r.keys[-1]: r for r in scan(store, NOW)}
+    refs = {r.keys[-1]: r for r in scan(store)}
     assert not refs[bad_json].good and "not valid JSON" in refs[bad_json].note
     assert not refs[wrong_size].good and "manifest says 5" in refs[wrong_size].note
     dataless = refs[no_data + ".sha256"]
@@ -443,7 +453,7 @@ def test_scan_legacy_name_variants() -> None:
     for name in ("sentinel_backup_2025-11-03_03-00-00.sql.gz", "sentinel_backup_my_db_20251103-030000.sql.gz",
                  "sentinel_backup_20251103.sql.gz", "sentinel_backup_app_20251399_030000.sql.gz"):
         store.put(name, b"x", days_ago(7))
-    got = {r.id: (r.database, r.created_at) for r in scan(store, NOW)}
+    got = {r.id: (r.database, r.created_at) for r in scan(store)}
     assert got["sentinel_backup_2025-11-03_03-00-00.sql.gz"] == ("(unknown)", datetime(2025, 11, 3, 3, tzinfo=UTC))
     assert got["sentinel_backup_my_db_20251103-030000.sql.gz"] == ("my_db", datetime(2025, 11, 3, 3, tzinfo=UTC))
     assert got["sentinel_backup_20251103.sql.gz"] == ("(unknown)", datetime(2025, 11, 3, tzinfo=UTC))
@@ -452,7 +462,7 @@ def test_scan_legacy_name_variants() -> None:
 
 # --- apply ---------------------------------------------------------------------------------
 def _plan_removing_all_but_newest(store: MemoryStorage) -> RetentionPlan:
-    return plan(scan(store, NOW), RetentionPolicy(days=1), NOW)
+    return plan(scan(store), RetentionPolicy(days=1), NOW)
 
 
 def test_apply_deletes_manifest_then_checksum_then_artifact() -> None:
@@ -488,7 +498,7 @@ def test_apply_skips_locked_objects_with_a_note_not_an_error() -> None:
     assert by_key[other].removed and result.ok and len(result.locked) == 1
     # What remains is an incomplete leftover: removed by a later run once the lock expires.
     store.locked.clear()
-    later = plan(scan(store, NOW + timedelta(days=2)), RetentionPolicy(days=1), NOW + timedelta(days=2))
+    later = plan(scan(store), RetentionPolicy(days=1), NOW + timedelta(days=2))
     assert [d.backup.keys for d in later.removed] == [(locked,)]
 
 
@@ -515,6 +525,8 @@ def test_apply_collects_errors_and_continues() -> None:
 
 def test_apply_asks_a_backend_that_can_tell_about_locks_first() -> None:
     class LockAware(MemoryStorage):
+        capabilities = Capabilities(object_lock=True)
+
         def is_locked(self, key: str) -> bool:
             return key in self.locked
 
@@ -535,3 +547,89 @@ def test_apply_counts() -> None:
         put_backup(store, "app", days_ago(n * 10))
     assert apply(store, _plan_removing_all_but_newest(store), dry_run=True).counts() == {"would_remove": 3}
     assert apply(store, _plan_removing_all_but_newest(store)).counts() == {"removed": 3, "locked": 0, "errors": 0}
+
+
+# --- physical groups and dependencies -------------------------------------------------------
+SYS_A, SYS_B = "7000000000000000001", "7000000000000000002"
+
+
+def physical(name: str, at: datetime, system_id: str = SYS_A, *, parent: str | None = None,
+             kind: str = "good") -> BackupRef:
+    return BackupRef(id=name, database="(cluster)", created_at=at,
+                     keys=(f"basebackups/{system_id}/sentinel_{name}.tar.gz.manifest.json",
+                           f"basebackups/{system_id}/sentinel_{name}.tar.gz"),
+                     good=kind == "good", incomplete=kind == "incomplete", kind="physical", system_id=system_id,
+                     depends_on=(parent,) if parent else ())
+
+
+def test_physical_backups_are_grouped_per_cluster() -> None:
+    refs = [physical("a1", days_ago(1)), physical("a2", days_ago(20)),
+            physical("b1", days_ago(30), SYS_B), physical("b2", days_ago(40), SYS_B)]
+    got = decisions(plan(refs, RetentionPolicy(days=7), NOW))
+    assert got["a1"] == (True, "newest backup of cluster 7000000000000000001; within 7 days")
+    assert got["a2"] == (False, "older than 7 days")
+    assert got["b1"] == (True, "newest backup of cluster 7000000000000000002")  # its own group's newest
+    assert got["b2"][0] is False
+
+
+def test_a_backup_others_depend_on_is_kept_while_they_are() -> None:
+    # full <- inc1 <- inc2 (a chain), and an unrelated older full: only inc2 is young enough
+    refs = [physical("full", days_ago(30)), physical("inc1", days_ago(20), parent="full"),
+            physical("inc2", days_ago(1), parent="inc1"), physical("old", days_ago(60))]
+    the_plan = plan(refs, RetentionPolicy(days=7), NOW)
+    got = decisions(the_plan)
+    assert got["inc2"][0] and got["inc1"] == (True, "needed by inc2")
+    assert got["full"] == (True, "needed by inc1")  # transitively: the chain keeps its root
+    assert got["old"] == (False, "older than 7 days")
+
+
+def test_dependencies_of_removed_backups_are_removed_dependents_first() -> None:
+    refs = [physical("new", days_ago(1)), physical("full", days_ago(30)),
+            physical("inc", days_ago(20), parent="full")]
+    the_plan = plan(refs, RetentionPolicy(days=7), NOW)
+    assert {d.backup.id for d in the_plan.removed} == {"full", "inc"}
+    store = MemoryStorage()
+    for r in refs:
+        for key in r.keys:
+            store.put(key, b"x", r.created_at)
+    result = apply(store, the_plan)
+    assert [r.backup.id for r in result.results] == ["inc", "full"]  # the dependent goes first
+    assert store.deleted[:2] == list(refs[2].keys) and result.ok
+
+
+def test_a_kept_dependency_keeps_its_other_reasons_and_a_damaged_one_is_never_removed() -> None:
+    refs = [physical("full", days_ago(2)), physical("inc", days_ago(1), parent="full"),
+            physical("broken", days_ago(50), kind="damaged"), physical("inc2", days_ago(1), parent="broken")]
+    got = decisions(plan(refs, RetentionPolicy(days=7), NOW))
+    assert got["full"] == (True, "within 7 days; needed by inc")
+    assert got["broken"][0] and got["broken"][1].startswith("damaged")
+
+
+def test_scan_finds_physical_backups_through_the_layout() -> None:
+    store = MemoryStorage()
+    at = days_ago(2)
+    artifact = f"basebackups/{SYS_A}/sentinel_base_20261127T030000Z.tar.gz"
+    m = Manifest.model_validate({
+        "id": "base_20261127T030000Z", "kind": "physical", "format": "tar", "database": "(cluster)",
+        "artifact": artifact, "created_at": at, "finished_at": at, "duration_seconds": 1, "tool_version": "t",
+        "hostname": "h", "compression": {"algorithm": "gzip", "level": 6}, "raw_size_bytes": 1,
+        "raw_sha256": "0" * 64, "size_bytes": 3, "sha256": "0" * 64,
+        "physical": {"system_identifier": SYS_A, "timeline": 1, "start_lsn": "0/2000028", "stop_lsn": "0/2000138",
+                     "start_wal": "000000010000000000000002", "stop_wal": "000000010000000000000002",
+                     "wal_segment_size": 16777216, "parent_id": "base_20261120T030000Z"}})
+    store.put(artifact, b"tar", at)
+    store.put(artifact + ".manifest.json", m.to_json(), at)
+    store.put(artifact + ".sha256", b"x", at)
+    store.put(f"basebackups/{SYS_A}/sentinel_base_20261127T030000Z.backup_manifest.gz", b"pg", at)
+    store.put(f"basebackups/{SYS_A}/sentinel_base_20261101T030000Z.tar.gz", b"leftover", days_ago(30))
+    store.put(f"wal/{SYS_A}/00000001/000000010000000000000002.{'0' * 64}.gz", b"wal", at)
+    refs = {r.id: r for r in scan(store)}
+    assert set(refs) == {"base_20261127T030000Z", "base_20261101T030000Z"}
+    good = refs["base_20261127T030000Z"]
+    assert good.good and good.kind == "physical" and good.system_id == SYS_A
+    assert good.depends_on == ("base_20261120T030000Z",) and good.group == ("physical", SYS_A)
+    assert good.keys == (artifact + ".manifest.json", artifact + ".sha256",
+                         f"basebackups/{SYS_A}/sentinel_base_20261127T030000Z.backup_manifest.gz", artifact)
+    leftover = refs["base_20261101T030000Z"]
+    assert leftover.incomplete and leftover.note == "base backup without manifest"
+    assert all(not k.startswith("wal/") for r in refs.values() for k in r.keys)  # the archive is not a backup

@@ -35,3 +35,29 @@ def test_files_are_private(tmp_path: Path) -> None:
     storage.put_bytes("a", b"data")
     assert folder.stat().st_mode & 0o777 == 0o700
     assert (folder / "a").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a//b", "../up", "a/../b", ".hidden", "dir/.hidden", "nul\0"])
+def test_bad_keys_are_refused_by_every_operation(tmp_path: Path, key: str) -> None:
+    storage = LocalStorage(tmp_path / "b")
+    storage.prepare()
+    (tmp_path / "up").write_bytes(b"outside")
+    for operation in (storage.stat, storage.open_reader, storage.local_path):
+        with pytest.raises(StorageError, match="invalid object name"):
+            operation(key)
+    if key not in (".hidden", "dir/.hidden"):  # a temporary file's name may be deleted (retention's leftovers)
+        with pytest.raises(StorageError, match="invalid object name"):
+            storage.delete(key)
+    assert (tmp_path / "up").read_bytes() == b"outside"
+
+
+def test_retention_can_delete_the_partial_files_a_crash_left(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    writer = storage.open_writer("basebackups/42/sentinel_base_x.tar.gz")
+    writer.write(b"half")  # never committed: a crash
+    (partial,) = list(storage.list_partials())
+    assert partial.key.startswith("basebackups/42/.")
+    storage.delete(partial.key)
+    assert list(storage.list_partials()) == []
+    with pytest.raises(StorageError):
+        storage.delete("basebackups/..")

@@ -1,4 +1,6 @@
-"""The jobs the CLI and the scheduler run: backup (with everything around it), prune, drill.
+"""The backup job (with everything around it); the prune and drill jobs are in ``jobs.prune``
+and ``jobs.drill``, the last-run record in ``jobs.lastrun``, the mapping of results to metrics
+in ``jobs.metrics`` and to notifications in ``jobs.events``.
 
 A backup job holds the run lock, pings the dead-man's switch, runs the backup, applies
 retention only after a fully successful run, runs drills when VERIFY_AFTER_BACKUP=restore,
@@ -15,40 +17,31 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
 
 from sentinel_backup import log, private
 from sentinel_backup.choices import VerifyMode
 from sentinel_backup.config import Settings
-from sentinel_backup.errors import (
-    EXIT_FAILURE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    Interrupted,
-    SentinelError,
-    StorageError,
-)
+from sentinel_backup.errors import EXIT_FAILURE, EXIT_OK, Interrupted, SentinelError, StorageError
 from sentinel_backup.interrupt import Stopper
+from sentinel_backup.jobs.drill import drill_job
+from sentinel_backup.jobs.events import report_drills, run_event
 from sentinel_backup.jobs.lastrun import write_last_run
+from sentinel_backup.jobs.metrics import metrics_for, publish_metrics, run_exit_code
+from sentinel_backup.jobs.prune import prune_job
 from sentinel_backup.keys import cipher_from_settings
 from sentinel_backup.lock import run_lock
-from sentinel_backup.logical.drill import Drill, DrillReport
-from sentinel_backup.logical.restore import pick_copy
+from sentinel_backup.logical.drill import DrillReport
 from sentinel_backup.logical.run import BackupRun, RunResult
-from sentinel_backup.metrics import DatabaseResult, DrillResult, RunMetrics, write_metrics
-from sentinel_backup.metrics import inventory as metrics_inventory
-from sentinel_backup.model.catalog import legacy_database
-from sentinel_backup.model.catalog import scan as scan_catalog
 from sentinel_backup.notify import EventKind, Notifier, RunEvent
-from sentinel_backup.retention.plan import DEFAULT_GRACE, ApplyResult, RetentionPlan, RetentionPolicy, apply, plan, scan
+from sentinel_backup.retention.plan import ApplyResult, RetentionPlan
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.storage.local import LocalStorage
 from sentinel_backup.storage.registry import build_destinations
 
 logger = log.get("jobs")
-
+__all__ = ["BackupJobResult", "backup_job", "drill_job", "metrics_for", "prune_job", "publish_metrics",
+           "run_exit_code", "usable_destinations"]
 
 
 def usable_destinations(settings: Settings) -> tuple[list[Storage], dict[str, str]]:
@@ -62,10 +55,8 @@ def usable_destinations(settings: Settings) -> tuple[list[Storage], dict[str, st
     usable: list[Storage] = []
     unusable: dict[str, StorageError] = {}
     for dest in build_destinations(settings):
-        prepare = getattr(dest, "prepare", None)
         try:
-            if callable(prepare):
-                prepare()
+            dest.prepare()
         except StorageError as exc:
             if isinstance(dest, LocalStorage):
                 raise
@@ -77,16 +68,7 @@ def usable_destinations(settings: Settings) -> tuple[list[Storage], dict[str, st
     for name, error in unusable.items():
         logger.error(f"Destination {name} cannot be used, backing up to the others: {error.message}",
                      extra=log.fields(destination=name, hint=error.hint or ""))
-    return usable, {name: error.message + (f" (hint: {error.hint})" if error.hint else "")
-                    for name, error in unusable.items()}
-
-
-def exit_code(result: RunResult) -> int:
-    if result.interrupted is not None:
-        return EXIT_INTERRUPTED
-    if result.failed:
-        return EXIT_FAILURE
-    return EXIT_PARTIAL if result.partial else EXIT_OK
+    return usable, {name: error.describe() for name, error in unusable.items()}
 
 
 def summarize(result: RunResult, drills: list[DrillReport] | None = None) -> None:
@@ -114,58 +96,12 @@ def summarize(result: RunResult, drills: list[DrillReport] | None = None) -> Non
         logger.info("Backup process completed", extra=fields)
 
 
-def run_event(result: RunResult) -> RunEvent:
-    kind = (EventKind.BACKUP_FAILED if result.failed else EventKind.BACKUP_PARTIAL if result.partial
-            else EventKind.BACKUP_SUCCEEDED)
-    errors = [f"{o.database}: {o.error}" for o in result.failed if o.error]
-    errors += [f"{o.database} on {d}: {e}" for o in result.outcomes for d, e in o.failed.items()]
-    stored = sorted({d for o in result.outcomes for d in o.stored})
-    return RunEvent(kind, databases=[o.database for o in result.outcomes],
-                    sizes={o.database: o.manifest.size_bytes for o in result.outcomes if o.manifest},
-                    duration_seconds=round(result.duration, 1), destinations=stored,
-                    error="\n".join(errors) or None,
-                    counts={"succeeded": len(result.outcomes) - len(result.failed), "failed": len(result.failed)})
-
-
 def warn_if_exposed(settings: Settings) -> None:
     """BACKUP_DIR holds every backup (and the run lock): group or others should not see in."""
     mode = private.exposed(settings.backup_dir)
     if mode is not None:
         logger.warning(f"BACKUP_DIR {settings.backup_dir} is readable by group or others ({mode}): "
                        f"anyone with that access can read the backups; run: chmod 700 {settings.backup_dir}")
-
-
-def metrics_for(result: RunResult | None, drills: list[DrillReport]) -> RunMetrics:
-    now = datetime.now(UTC)
-    databases = []
-    for o in result.outcomes if result else []:
-        m = o.manifest
-        databases.append(DatabaseResult(
-            o.database, o.ok, m.created_at if m else now, m.finished_at if m else now,
-            m.raw_size_bytes if m else None, m.size_bytes if m else None,
-            {**dict.fromkeys(o.stored, True), **dict.fromkeys(o.failed, False)}))
-    drill_results = [DrillResult(d.database, d.passed, now, d.restore_seconds) for d in drills]
-    scope = frozenset(o.database for o in result.outcomes) if result else None  # others are no longer backed up
-    return RunMetrics(now if result else None, bool(result and exit_code(result) == 0),
-                      databases, drill_results, scope)
-
-
-def publish_metrics(settings: Settings, metrics: RunMetrics, destinations: list[Storage] | None = None) -> None:
-    """Write METRICS_FILE; with ``destinations``, also what each of them holds now."""
-    if settings.metrics_file is None:
-        return
-    if destinations is not None:
-        try:
-            catalog = scan_catalog(destinations, strict=False)
-            metrics = replace(metrics, inventory=metrics_inventory(
-                ((e.manifest.created_at, e.manifest.size_bytes, e.locations) for e in catalog.entries),
-                [d.name for d in destinations if d.name not in catalog.errors], catalog.errors))
-        except Exception as exc:  # metrics never change a run's outcome: the inventory is carried forward
-            logger.warning(f"Could not take the destinations' inventory for METRICS_FILE: {exc}")
-    try:
-        write_metrics(settings.metrics_file, metrics)
-    except SentinelError as exc:
-        logger.warning(f"Could not write METRICS_FILE: {exc.message}")
 
 
 @dataclass
@@ -197,7 +133,7 @@ def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = N
             notifier.notify(RunEvent(EventKind.BACKUP_FAILED, error=exc.message))
             notifier.ping("fail", exc.message)
             raise
-        code = exit_code(result)
+        code = run_exit_code(result)
         pruned: list[tuple[RetentionPlan, ApplyResult]] = []
         drills: list[DrillReport] = []
         late: Interrupted | None = None  # a stop request after every backup of the run was committed
@@ -218,10 +154,7 @@ def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = N
         write_last_run(settings, result, code)
         publish_metrics(settings, metrics_for(result, drills), destinations)
         notifier.notify(run_event(result))
-        for d in drills:
-            if not d.passed:
-                notifier.notify(RunEvent(EventKind.VERIFY_FAILED, databases=[d.database], error=d.error or
-                                         f"{len(d.differences)} table(s) differ from the manifest"))
+        report_drills(settings, drills, notifier=notifier, metrics=False)  # their metrics are in the run's
         if code == EXIT_OK:
             notifier.ping("success")
         else:
@@ -234,74 +167,3 @@ def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = N
     if late is not None:
         raise late
     return BackupJobResult(result, code, drills, pruned)
-
-
-def prune_job(settings: Settings, destinations: list[Storage] | None = None, *, dry_run: bool = False,
-              notifier: Notifier | None = None, now: datetime | None = None, stop: Stopper | None = None
-              ) -> list[tuple[RetentionPlan, ApplyResult]]:
-    """Apply retention on every destination (plan, then apply unless dry_run); a stop request
-    raises Interrupted before the next destination."""
-    destinations = destinations if destinations is not None else build_destinations(settings)
-    now = now or datetime.now(UTC)
-    legacy_db = legacy_database(settings)
-    results = []
-    for dest in destinations:
-        if stop is not None:
-            stop.check("retention")
-        policy = RetentionPolicy.from_settings(settings, dest.name)
-        the_plan = plan(scan(dest, now, legacy_database=legacy_db), policy, now)
-        applied = apply(dest, the_plan, dry_run=dry_run)
-        for r in applied.results:
-            verb = "Would remove" if dry_run else "Removed" if r.removed else "Could not remove"
-            logger.info(f"{verb} {r.backup.id} from {dest.name} ({r.reason})",
-                        extra=log.fields(destination=dest.name, notes="; ".join(r.notes), error=r.error or ""))
-        results.append((the_plan, applied))
-        abort_stale = getattr(dest, "abort_stale_uploads", None)
-        if callable(abort_stale) and not dry_run:  # multipart uploads a crashed run could not abort
-            aborted = abort_stale(DEFAULT_GRACE)
-            if aborted:
-                logger.info(f"Aborted {aborted} stale multipart upload(s) on {dest.name}")
-    removed = sum(a.counts().get("removed", 0) for _, a in results)
-    if removed and notifier is not None and not dry_run:
-        notifier.notify(RunEvent(EventKind.PRUNE_REMOVED, destinations=[d.name for d in destinations],
-                                 counts={"removed": removed}))
-    return results
-
-
-def drill_job(settings: Settings, destinations: list[Storage] | None = None,
-              backup_ids: list[str] | None = None, *, publish: bool = True,
-              stop: Stopper | None = None) -> list[DrillReport]:
-    """Drill the given backups, or the newest backup of every database; publish metrics and
-    failures unless the caller (the backup job) reports them itself. A stop request ends a
-    running drill's restore and raises Interrupted instead of starting the next drill."""
-    destinations = destinations if destinations is not None else build_destinations(settings)
-    catalog = scan_catalog(destinations)
-    if backup_ids is None:
-        seen: dict[str, str] = {}
-        for entry in catalog.entries:
-            if entry.manifest.kind == "database":
-                seen.setdefault(entry.manifest.database, entry.id)
-        backup_ids = list(seen.values())
-    drill = Drill(settings)
-    if stop is not None:
-        drill.restorer.source.on_spawn = stop.adopt
-    reports = []
-    with run_lock(settings.backup_dir):
-        for backup_id in backup_ids:
-            if stop is not None:
-                stop.check("the drill run")
-            entry = catalog.find(backup_id)
-            report = drill.run(entry, pick_copy(entry, destinations, None))
-            if stop is not None and stop.requested:
-                stop.check("the drill run")  # its failure is the interruption's, not the backup's
-            reports.append(report)
-        if not publish:
-            return reports
-        publish_metrics(settings, metrics_for(None, reports), destinations)
-    notifier = Notifier.from_settings(settings)
-    for report in reports:
-        if not report.passed:
-            notifier.notify(RunEvent(EventKind.VERIFY_FAILED, databases=[report.database],
-                                     error=report.error or f"{len(report.differences)} table(s) differ"))
-    return reports
-

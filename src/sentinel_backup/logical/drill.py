@@ -22,6 +22,7 @@ from sentinel_backup.config import Settings
 from sentinel_backup.errors import ConfigError, SentinelError
 from sentinel_backup.logical.restore import Restorer, compare_counts, quote_ident
 from sentinel_backup.model.catalog import Entry
+from sentinel_backup.model.check import Check
 from sentinel_backup.model.manifest import DRILL_SUFFIX
 from sentinel_backup.pg.source import PSQL_FLAGS, conninfo
 from sentinel_backup.storage.base import Storage
@@ -43,11 +44,14 @@ class DrillReport:
     restore_seconds: float | None = None
     tables_checked: int = 0
     differences: dict[str, Any] = field(default_factory=dict)
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)  # DRILL_SQL_FILE's statements (name: the SQL)
     error: str | None = None
 
     def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), indent=2) + "\n").encode()
+        """The drill record; its checks as ``{"sql", "ok", "detail"}`` (the record's format)."""
+        doc = asdict(self)
+        doc["checks"] = [{"sql": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks]
+        return (json.dumps(doc, indent=2) + "\n").encode()
 
 
 def drill_settings(settings: Settings) -> Settings:
@@ -114,8 +118,8 @@ class Drill:
                 report.differences.update(self._hash_differences(manifest.table_hashes, scratch))
                 report.checks = [self._user_check(sql, scratch) for sql in self.checks]
         except SentinelError as exc:
-            report.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-        report.passed = report.error is None and not report.differences and all(c["ok"] for c in report.checks)
+            report.error = exc.describe()
+        report.passed = report.error is None and not report.differences and all(c.ok for c in report.checks)
         self._record(storage, manifest.artifact, report)
         level = logger.info if report.passed else logger.error
         level(f"Drill of {manifest.id} {'passed' if report.passed else 'FAILED'}", extra=log.fields(
@@ -130,12 +134,12 @@ class Drill:
         return {f"{name} (content)": {"manifest": a, "restored": b}
                 for name, (a, b) in compare_counts(manifest_hashes, actual).items()}
 
-    def _user_check(self, sql: str, database: str) -> dict[str, Any]:
+    def _user_check(self, sql: str, database: str) -> Check:
         try:
             out = self.restorer.source.run("psql", *PSQL_FLAGS, "-d", conninfo(database), "-c", sql).strip()
         except SentinelError as exc:
-            return {"sql": sql, "ok": False, "detail": exc.message}
-        return {"sql": sql, "ok": out == "t", "detail": f"returned {out!r}"}
+            return Check.of(sql, False, exc.message)
+        return Check.of(sql, out == "t", f"returned {out!r}")
 
     def _record(self, storage: Storage, artifact: str, report: DrillReport) -> None:
         try:

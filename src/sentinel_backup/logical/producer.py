@@ -14,9 +14,9 @@ from sentinel_backup import log
 from sentinel_backup.interrupt import stop_children
 from sentinel_backup.pg.source import Source, StderrCollector, source_error
 from sentinel_backup.pipeline.producer import RawObserver
-from sentinel_backup.pipeline.read import END_MARKERS
 
 logger = log.get("backup")
+END_MARKERS = (b"-- PostgreSQL database dump complete", b"-- PostgreSQL database cluster dump complete")
 
 
 class EndMarker:

@@ -1,4 +1,5 @@
-"""Restore a backup into a database, and restore drills.
+"""Restore a logical backup into a database (through a scratch database and a swap); drills
+(``logical.drill``) restore through it too.
 
 Safety rules:
 - the stored SHA-256 is checked in a first pass, before any decrypted byte is used;
@@ -44,17 +45,15 @@ from sentinel_backup.errors import (
     RestoreFailed,
     SentinelError,
     SourceError,
-    VerifyFailed,
 )
 from sentinel_backup.interrupt import StopSignals, stop_children
 from sentinel_backup.model.catalog import Entry
 from sentinel_backup.model.manifest import Manifest
 from sentinel_backup.pg.source import PSQL_FLAGS, Source, StderrCollector, conninfo, source_error
-from sentinel_backup.pipeline.read import decode_chain, prove_legacy, reading_cipher
+from sentinel_backup.pipeline.read import decode_into, reading_cipher, require_stored
+from sentinel_backup.pipeline.verify import prove_legacy
 from sentinel_backup.storage.base import Storage
-from sentinel_backup.storage.local import LocalStorage
-from sentinel_backup.streams.base import FileSink, NullSink, pump
-from sentinel_backup.streams.digest import Digest
+from sentinel_backup.streams.base import FileSink
 
 logger = log.get("restore")
 V = TypeVar("V")
@@ -332,12 +331,7 @@ class Restorer:
 
     def check_stored(self, storage: Storage, manifest: Manifest) -> None:
         """First pass: the stored bytes must match the manifest before anything uses them."""
-        digest = Digest(NullSink())
-        with storage.open_reader(manifest.artifact) as reader:
-            pump(reader, digest)
-        if digest.sha256 != manifest.sha256 or digest.size != manifest.size_bytes:
-            raise VerifyFailed(f"{storage.name}:{manifest.artifact} does not match its manifest (sha256 or size)",
-                               "the copy is damaged or was altered: restore another copy or another backup")
+        require_stored(storage, manifest)
 
     def restore_into(self, entry: Entry, storage: Storage, database: str, *, jobs: int = 1) -> RestoreResult:
         """Stream the backup into an existing empty database and count its rows."""
@@ -365,12 +359,8 @@ class Restorer:
         proc = self.source.popen(tool, *args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         errors = StderrCollector(proc)
         assert proc.stdin is not None
-        decoder = decode_chain(manifest, reading_cipher(manifest, self.settings), _Feed(proc.stdin))
         try:
-            with storage.open_reader(manifest.artifact) as reader:
-                decoder.feed(reader, self.progress)
-            if decoder.stored.sha256 != manifest.sha256:
-                raise VerifyFailed(f"{manifest.artifact} changed while it was read", "restore it again")
+            decode_into(storage, manifest, self.settings, _Feed(proc.stdin), progress=self.progress)
             proc.stdin.close()  # end of input: psql commits its single transaction now
             code = proc.wait()
         except BaseException:
@@ -400,18 +390,15 @@ class Restorer:
 
     @contextlib.contextmanager
     def _archive_file(self, manifest: Manifest, storage: Storage) -> Iterator[Path]:
-        if isinstance(storage, LocalStorage) and manifest.encryption is None:
-            yield storage.folder / manifest.artifact
+        in_place = storage.local_path(manifest.artifact) if storage.capabilities.local_files else None
+        if in_place is not None and manifest.encryption is None and manifest.compression.algorithm == "none":
+            yield in_place
             return
         fd, name = tempfile.mkstemp(prefix=".sentinel-restore-", suffix=".dump", dir=os.environ.get("TMPDIR"))
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
-                decoder = decode_chain(manifest, reading_cipher(manifest, self.settings), FileSink(out))
-                with storage.open_reader(manifest.artifact) as reader:
-                    decoder.feed(reader, self.progress)
-            if decoder.stored.sha256 != manifest.sha256:
-                raise VerifyFailed(f"{manifest.artifact} changed while it was read", "restore it again")
+                decode_into(storage, manifest, self.settings, FileSink(out), progress=self.progress)
             yield path
         finally:
             path.unlink(missing_ok=True)

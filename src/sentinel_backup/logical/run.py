@@ -108,13 +108,14 @@ class BackupRun:
 
     def __init__(self, settings: Settings, destinations: list[Storage], *, progress: Progress | None = None,
                  stop: threading.Event | Stopper | None = None, clock: Callable[[], datetime] | None = None,
-                 unusable: dict[str, str] | None = None, cipher: Cipher | bool | None = True) -> None:
-        """``cipher``: True (the default) builds it from the settings; None means no encryption."""
+                 unusable: dict[str, str] | None = None, cipher: Cipher | None = None) -> None:
+        """``cipher``: the one the caller already built (and so validated); None builds it from
+        the settings (None again when they do not encrypt)."""
         self.settings = settings
         self.destinations = destinations
         self.unusable = dict(unusable or {})  # enabled destinations that failed before the run: name -> error
         self.source = Source(settings)
-        self.cipher = cipher_from_settings(settings) if cipher is True else cipher or None
+        self.cipher = cipher if cipher is not None else cipher_from_settings(settings)
         self.progress = progress
         self.stopper = stop if isinstance(stop, Stopper) else Stopper(stop)
         self.stop = self.stopper.event
@@ -148,26 +149,29 @@ class BackupRun:
             encryption=self.cipher.method if self.cipher else "none"))
         outcomes = []
         for database in databases:
-            outcomes.append(self._guarded(database, "database", started))
+            outcomes.append(self._back_up(database, "database", started))
         if self.settings.dump_globals:
-            outcomes.append(self._guarded("globals", "globals", started))
+            outcomes.append(self._back_up("globals", "globals", started))
         return RunResult(outcomes, started, time.monotonic() - t0, self.interrupted)
 
-    def _guarded(self, database: str, kind: str, moment: datetime) -> Outcome:
+    def _back_up(self, database: str, kind: str, moment: datetime) -> Outcome:
+        """One database (or the globals) dumped and committed. A failure or an interruption is
+        recorded in the outcome, and the run goes on (or stops) from there; only an unexpected
+        error (a bug) propagates."""
         outcome = Outcome(database, kind, failed=dict(self.unusable))
         if self.stopper.requested:
             outcome.error = "not started: the run was interrupted"
             self.interrupted = self.interrupted or self.stopper.error("the backup")
             return outcome
         try:
-            self._one(outcome, moment)
+            self._dump_and_commit(outcome, moment)
         except Exception as exc:
             # Whatever failed while a stop was requested failed because of it (pg_dump or psql
             # killed by the same process-group signal, say): an interruption, not a failure.
             if not self.stopper.settle() and not isinstance(exc, Interrupted):
                 if not isinstance(exc, SentinelError):
                     raise
-                outcome.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+                outcome.error = exc.describe()
                 logger.error(f"Backup of {database} failed: {exc.message}", extra=log.fields(
                     database=database, hint=exc.hint or ""))
                 return outcome
@@ -182,7 +186,7 @@ class BackupRun:
     def _encoding(self, kind: str) -> Encoding:
         return Encoding.from_settings(self.settings, self.cipher, compression=stream_compression(self.settings, kind))
 
-    def _one(self, outcome: Outcome, moment: datetime) -> None:
+    def _dump_and_commit(self, outcome: Outcome, moment: datetime) -> None:
         s = self.settings
         is_globals = outcome.kind == "globals"
         ext = extension(s, outcome.kind, self.cipher)

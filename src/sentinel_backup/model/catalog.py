@@ -1,5 +1,9 @@
 """What backups exist: manifests found on every destination, merged by id.
 
+Manifests are looked for where ``model.layout`` puts backups: logical ones at the root,
+physical base backups under ``basebackups/<system id>/``. How a copy's location is shown
+comes from its backend (``Storage.locate``).
+
 A backup is listed only when its manifest is present (the commit point); artifacts
 without one are incomplete leftovers, left to retention. The one exception, on request
 (``legacy=True``: ``list``, ``verify``, ``restore``): files of the original shell version
@@ -11,11 +15,13 @@ no row counts), so ``latest`` never picks one: they are taken by name.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sentinel_backup import log
 from sentinel_backup.errors import ConfigError, NotFound, SentinelError, UnknownName
+from sentinel_backup.model.layout import BASE_ROOT, handle_for
 from sentinel_backup.model.manifest import (
     DRILL_SUFFIX,
     MANIFEST_SUFFIX,
@@ -46,6 +52,14 @@ class Entry:
     locations: dict[str, str] = field(default_factory=dict)
     drills: dict[str, str] = field(default_factory=dict)
     legacy: bool = False  # a shell-version file without manifest: ``manifest`` is synthesized from its name
+    where: dict[str, dict[str, str]] = field(default_factory=dict)  # destination -> its backend's ``locate``
+
+    def add_copy(self, storage: Storage, key: str) -> None:
+        self.locations[storage.name] = key
+        self.where[storage.name] = storage.locate(key)
+
+    def _locations_json(self) -> dict[str, dict[str, str]]:
+        return {name: self.where.get(name, {"key": key}) for name, key in self.locations.items()}
 
     @property
     def id(self) -> str:
@@ -63,7 +77,7 @@ class Entry:
             "format": m.format, "compression": m.compression.algorithm,
             "encryption": m.encryption.model_dump() if m.encryption else None,
             "destinations": sorted(self.locations),
-            "locations": {name: {"path" if name == "local" else "key": key} for name, key in self.locations.items()},
+            "locations": self._locations_json(),
             "artifact": m.artifact, "duration_seconds": m.duration_seconds,
             "tables": len(m.tables) if m.tables is not None else None,
             "drilled": drill is not None,
@@ -82,7 +96,7 @@ class Entry:
             "format": m.format, "compression": m.compression.algorithm,
             "encryption": {"method": m.encryption.method, "key_id": None} if m.encryption else None,
             "destinations": sorted(self.locations),
-            "locations": {name: {"path" if name == "local" else "key": key} for name, key in self.locations.items()},
+            "locations": self._locations_json(),
             "artifact": m.artifact, "duration_seconds": None, "tables": None, "drilled": False, "drill": None,
             "legacy": True,
         }
@@ -133,30 +147,43 @@ def scan(destinations: list[Storage], *, strict: bool = True, legacy: bool = Fal
     errors: dict[str, str] = {}
     for storage in destinations:
         try:
-            objects = {o.key: o for o in storage.list()}
-            listed = set(objects)
+            objects = {o.key: o for o in _stored(storage)}
         except SentinelError as exc:
             if strict and len(destinations) == 1:
                 raise
             errors[storage.name] = exc.message
             logger.warning(f"Cannot list {storage.name}: {exc.message}")
             continue
-        for key in sorted(k for k in listed if k.endswith(MANIFEST_SUFFIX)):
+        for key in sorted(k for k in objects if k.endswith(MANIFEST_SUFFIX)):
             try:
                 manifest = Manifest.from_json(storage.read_bytes(key), f"{storage.name}:{key}")
             except SentinelError as exc:
                 logger.warning(f"Skipping {storage.name}:{key}: {exc.message}")
                 continue
+            if manifest.manifest_key != key:
+                logger.warning(f"Skipping {storage.name}:{key}: it describes {manifest.artifact}, not the artifact"
+                               " beside it")
+                continue
             entry = merged.setdefault(manifest.id, Entry(manifest))
-            entry.locations[storage.name] = manifest.artifact
-            if manifest.artifact + DRILL_SUFFIX in listed:
+            entry.add_copy(storage, manifest.artifact)
+            if manifest.artifact + DRILL_SUFFIX in objects:
                 entry.drills[storage.name] = manifest.artifact + DRILL_SUFFIX
         if legacy:
-            for key in sorted(k for k in listed if is_legacy_name(k) and k + MANIFEST_SUFFIX not in listed):
+            for key in sorted(k for k in objects if is_legacy_name(k) and k + MANIFEST_SUFFIX not in objects):
                 entry = merged.setdefault(key, Entry(legacy_manifest(objects[key], legacy_db), legacy=True))
-                entry.locations[storage.name] = key
+                entry.add_copy(storage, key)
     entries = sorted(merged.values(), key=lambda e: (e.manifest.created_at, e.id), reverse=True)
     return Catalog(entries, errors)
+
+
+def _stored(storage: Storage) -> Iterator[ObjectInfo]:
+    """Where manifests can be, by ``model.layout``: logical backups at the root, physical ones
+    in ``basebackups/<system id>/`` (the WAL archive is never listed here)."""
+    yield from storage.list()
+    for info in storage.list(BASE_ROOT + "/", deep=True):
+        handle = handle_for(info.key.removesuffix(MANIFEST_SUFFIX).removesuffix(DRILL_SUFFIX))
+        if handle is not None and handle.kind == "physical":
+            yield info
 
 
 def legacy_manifest(info: ObjectInfo, database: str | None = None) -> Manifest:

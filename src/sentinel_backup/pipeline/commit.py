@@ -28,8 +28,10 @@ from sentinel_backup.choices import VerifyMode
 from sentinel_backup.config import Settings
 from sentinel_backup.errors import BackupFailed, SentinelError, StorageError
 from sentinel_backup.interrupt import Stopper
+from sentinel_backup.model.check import failures as describe_failures
 from sentinel_backup.model.manifest import MANIFEST_SUFFIX, Manifest, checksum_line
-from sentinel_backup.pipeline.read import check_stored, verify_copy
+from sentinel_backup.pipeline.read import check_stored
+from sentinel_backup.pipeline.verify import verify_copy
 from sentinel_backup.pipeline.write import Written
 from sentinel_backup.storage.base import ObjectWriter, Storage
 
@@ -99,7 +101,7 @@ def commit(written: Written, manifest: Manifest, destinations: list[Storage], *,
             is_committed = True
             # The stream was decoded in-stream; each durable copy is re-read for its SHA-256,
             # except a further copy whose store verified the SHA-256 of every part it received.
-            by_store = bool(result.stored) and bool(getattr(writer, "verified_by_store", False))
+            by_store = bool(result.stored) and storage.capabilities.store_checksums and writer.verified_by_store
             check_copy(storage, manifest, settings, stopper, full=not by_store)
             storage.put_bytes(manifest.checksum_key,
                               checksum_line(manifest.sha256, posixpath.basename(manifest.artifact)))
@@ -147,7 +149,7 @@ def check_copy(storage: Storage, manifest: Manifest, settings: Settings, stopper
         stored = check_stored(storage, manifest, progress=progress)
         ok, failures = stored.ok, [stored]
     if not ok:
-        detail = "; ".join(f"{c.name}: {c.detail}" for c in failures if not c.ok) or "nothing could be checked"
+        detail = describe_failures(failures) or "nothing could be checked"
         raise BackupFailed(f"{storage.name} copy of {manifest.artifact} failed verification: {detail}")
     logger.debug(f"Verified {storage.name} copy", extra=log.fields(mode=mode.value))
 

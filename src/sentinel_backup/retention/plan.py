@@ -1,5 +1,8 @@
 """Retention: policy -> plan (a pure function, keep/remove with reasons) -> apply.
 
+Modules: ``policy`` (the rules that are on), ``scan`` (what a destination holds, as
+:class:`BackupRef`), ``plan`` (this one: the decisions), ``apply`` (the deletions).
+
 Semantics (the contract the tests check):
 
 * Rules apply per database (globals dumps form their own group) and per destination; a
@@ -24,9 +27,13 @@ Semantics (the contract the tests check):
   only wasted space. Their age counts from their last sign of life (newest mtime).
 * Damaged backups (an unreadable manifest, or an artifact whose size differs from its
   manifest) are never removed automatically and never count as good: kept for inspection.
+* Physical base backups form one group per cluster (system identifier), under the same
+  rules. A backup others depend on (``BackupRef.depends_on``: an incremental's parent) is
+  kept as long as any backup depending on it is kept, with the reason ``needed by <id>``;
+  ``apply`` removes dependents before what they depend on.
 * ``apply`` deletes the manifest first, then ``.sha256``, then the artifact, so a crash
   halfway leaves an incomplete leftover, never a listed backup without data. A backend
-  that offers ``is_locked(key)`` is asked first: a backup with a locked object is skipped
+  whose ``capabilities.object_lock`` is set is asked first (``is_locked``): a backup with a locked object is skipped
   whole (still listed, still restorable) with a note. Otherwise an ``ObjectLocked`` on
   deletion stops that backup's deletion with a note, not an error; what remains is an
   incomplete leftover, cleaned up by a later run once the lock expires.
@@ -34,203 +41,23 @@ Semantics (the contract the tests check):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
-from urllib.parse import unquote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
-from sentinel_backup.errors import ConfigError, ObjectLocked, SentinelError
-from sentinel_backup.model.manifest import (
-    DRILL_SUFFIX,
-    GLOBALS_PREFIX,
-    MANIFEST_SUFFIX,
-    PREFIX,
-    SHA256_SUFFIX,
-    Manifest,
-    backup_id,
-    is_legacy_name,
-    parse_name,
-)
-from sentinel_backup.model.manifest import parse_legacy_name as _legacy_name
-from sentinel_backup.storage.base import ObjectInfo
-from sentinel_backup.storage.local import PARTIAL_SUFFIX
+from sentinel_backup.retention.apply import ApplyResult, BackupResult, apply
+from sentinel_backup.retention.policy import RetentionPolicy
+from sentinel_backup.retention.scan import UNKNOWN_DATABASE, BackupRef, scan
+from sentinel_backup.storage.base import Storage
 
-if TYPE_CHECKING:
-    from sentinel_backup.config import Settings
+__all__ = ["DEFAULT_GRACE", "UNKNOWN_DATABASE", "ApplyResult", "BackupRef", "BackupResult", "Decision",
+           "RetentionPlan", "RetentionPolicy", "Store", "apply", "plan", "scan"]
 
 DEFAULT_GRACE = timedelta(hours=24)
-UNKNOWN_DATABASE = "(unknown)"
+Store = Storage  # what retention reads and deletes through: the whole Storage protocol
 
 
-class Store(Protocol):
-    """The part of the Storage protocol retention needs (every destination has it)."""
-
-    name: str
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
-
-    def read_bytes(self, key: str) -> bytes: ...
-
-    def delete(self, key: str) -> None: ...
-
-
-# --- policy -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RetentionPolicy:
-    """Which backups to keep. ``None`` or 0 switches a rule off."""
-
-    days: int | None = None
-    keep_last: int | None = None
-    keep_daily: int | None = None
-    keep_weekly: int | None = None
-    keep_monthly: int | None = None
-    keep_yearly: int | None = None
-    timezone: str = "UTC"
-
-    def __post_init__(self) -> None:
-        for name in ("days", "keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(f"retention: {name} must be >= 0 (got {value})", "use 0 to switch a rule off")
-        self.zone()  # fail early on an unknown time zone
-
-    @classmethod
-    def from_settings(cls, settings: Settings, destination: str) -> RetentionPolicy:
-        """The policy for one destination (`local`, `s3`, `minio`) with its overrides."""
-        days = settings.retention_days
-        override = {"s3": settings.s3_retention_days, "minio": settings.minio_retention_days}.get(destination)
-        if override is not None:
-            days = override
-        return cls(days=days, keep_last=settings.retention_keep_last, keep_daily=settings.retention_keep_daily,
-                   keep_weekly=settings.retention_keep_weekly, keep_monthly=settings.retention_keep_monthly,
-                   keep_yearly=settings.retention_keep_yearly, timezone=settings.retention_timezone)
-
-    def zone(self) -> ZoneInfo:
-        try:
-            return ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"RETENTION_TIMEZONE: unknown time zone {self.timezone!r}",
-                              "use an IANA name such as UTC or Europe/Paris") from None
-
-    @property
-    def empty(self) -> bool:
-        """True when no rule is on: nothing but incomplete leftovers is ever removed."""
-        return not any((self.days, self.keep_last, self.keep_daily, self.keep_weekly,
-                        self.keep_monthly, self.keep_yearly))
-
-    def describe(self) -> str:
-        parts = [f"{name} {value}" for name, value in (
-            ("days", self.days), ("last", self.keep_last), ("daily", self.keep_daily),
-            ("weekly", self.keep_weekly), ("monthly", self.keep_monthly), ("yearly", self.keep_yearly)) if value]
-        return ", ".join(parts) + f" ({self.timezone})" if parts else "no rule"
-
-
-# --- what a destination holds ---------------------------------------------------------------
-@dataclass(frozen=True)
-class BackupRef:
-    """One backup (or leftover) on one destination and every object that belongs to it.
-
-    ``keys`` is in deletion order: manifest, ``.sha256``, artifact (those that exist).
-    Exactly one of good / legacy / incomplete is true, or none for a damaged backup.
-    """
-
-    id: str
-    database: str
-    created_at: datetime
-    keys: tuple[str, ...]
-    good: bool = False
-    legacy: bool = False
-    incomplete: bool = False
-    kind: Literal["database", "globals", "physical"] = "database"
-    size: int = 0
-    note: str = ""
-
-    @property
-    def subject(self) -> str:
-        return "globals" if self.kind == "globals" else self.database
-
-
-def scan(storage: Store, now: datetime | None = None, *, legacy_database: str | None = None) -> list[BackupRef]:
-    """Group a destination's objects into backups, legacy files and leftovers.
-
-    ``legacy_database`` names the database of legacy files whose name carries none
-    (``sentinel_backup_20251103_030000.sql.gz``); ``now`` is unused and kept for symmetry.
-    """
-    objects = {info.key: info for info in storage.list() if info.key.startswith((PREFIX, GLOBALS_PREFIX))}
-    bases = {key.removesuffix(MANIFEST_SUFFIX).removesuffix(SHA256_SUFFIX).removesuffix(DRILL_SUFFIX)
-             for key in objects}
-    # Only names this tool (or its shell predecessor) writes: never touch a stranger's file.
-    ours = sorted(b for b in bases if parse_name(b) is not None or is_legacy_name(b))
-    refs = [_ref(storage, base, objects, legacy_database) for base in ours]
-    partials: Callable[[], Iterable[ObjectInfo]] | None = getattr(storage, "list_partials", None)
-    if partials is not None:
-        refs.extend(_partial(info) for info in partials() if info.key.startswith(("." + PREFIX, "." + GLOBALS_PREFIX)))
-    return refs
-
-
-def _partial(info: ObjectInfo) -> BackupRef:
-    parsed = parse_name(info.key[1:].removesuffix(PARTIAL_SUFFIX).removesuffix(MANIFEST_SUFFIX)
-                        .removesuffix(SHA256_SUFFIX))
-    database = unquote(parsed[0]) if parsed and parsed[0] is not None else UNKNOWN_DATABASE
-    return BackupRef(id=info.key, database=database, created_at=info.modified, keys=(info.key,), incomplete=True,
-                     size=info.size, note="temporary file of an interrupted run")
-
-
-def _ref(storage: Store, base: str, objects: dict[str, ObjectInfo], legacy_db: str | None) -> BackupRef:
-    keys = tuple(k for k in (base + MANIFEST_SUFFIX, base + SHA256_SUFFIX, base + DRILL_SUFFIX, base)
-                 if k in objects)
-    infos = [objects[k] for k in keys]
-    size = sum(i.size for i in infos)
-    parsed = parse_name(base)
-    if base + MANIFEST_SUFFIX in objects and base in objects:
-        return _from_manifest(storage, base, keys, objects)
-    if base in objects and is_legacy_name(base):
-        database, moment = _legacy_name(base)
-        return BackupRef(id=base, database=database or legacy_db or UNKNOWN_DATABASE,
-                         created_at=moment or objects[base].modified, keys=keys, legacy=True, size=size)
-    if base + MANIFEST_SUFFIX in objects:
-        note = "manifest without its artifact"
-    elif base in objects:
-        note = "artifact without manifest"
-    elif base + SHA256_SUFFIX in objects:
-        note = ".sha256 without artifact or manifest"
-    else:
-        note = "drill record without artifact or manifest"
-    last_seen = max(i.modified for i in infos)
-    database = UNKNOWN_DATABASE
-    kind: Literal["database", "globals"] = "database"
-    if parsed is not None:
-        last_seen = max(last_seen, parsed[1])
-        database = unquote(parsed[0]) if parsed[0] is not None else ""
-        kind = "database" if parsed[0] is not None else "globals"
-    return BackupRef(id=backup_id(base), database=database, created_at=last_seen, keys=keys, incomplete=True,
-                     kind=kind, size=size, note=note)
-
-
-def _from_manifest(storage: Store, base: str, keys: tuple[str, ...], objects: dict[str, ObjectInfo]) -> BackupRef:
-    manifest_key = base + MANIFEST_SUFFIX
-    size = sum(objects[k].size for k in keys)
-    parsed = parse_name(base)
-    fallback = parsed[1] if parsed else objects[base].modified
-    database = unquote(parsed[0]) if parsed and parsed[0] is not None else UNKNOWN_DATABASE
-    try:
-        manifest = Manifest.from_json(storage.read_bytes(manifest_key), f"{storage.name}:{manifest_key}")
-    except SentinelError as exc:
-        return BackupRef(id=backup_id(base), database=database, created_at=fallback, keys=keys, size=size,
-                         note=f"damaged: {exc.message}")
-    created = manifest.created_at if manifest.created_at.tzinfo else manifest.created_at.replace(tzinfo=UTC)
-    problem = ""
-    if manifest.artifact != base:
-        problem = f"damaged: manifest describes {manifest.artifact}"
-    elif manifest.size_bytes != objects[base].size:
-        problem = f"damaged: artifact is {objects[base].size} bytes, manifest says {manifest.size_bytes}"
-    return BackupRef(id=manifest.id, database=manifest.database, created_at=created, keys=keys,
-                     good=not problem, kind=manifest.kind, size=size, note=problem)
-
-
-# --- plan ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Decision:
     backup: BackupRef
@@ -288,13 +115,31 @@ def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime, *
         elif not ref.good and not ref.legacy:
             reasons[i].append(f"{ref.note or 'damaged'}: kept for inspection")
         else:
-            groups.setdefault((ref.kind, ref.database), []).append(i)
+            groups.setdefault(ref.group, []).append(i)
     for members in groups.values():
         ordered = sorted(members, key=lambda i: (backups[i].created_at, backups[i].id), reverse=True)
         _plan_group([(i, backups[i]) for i in ordered], policy, now, reasons, removal)
+    _keep_dependencies(backups, reasons, removal)
     decisions = tuple(Decision(ref, i not in removal, tuple(reasons[i]) or (removal.get(i, ""),))
                       for i, ref in enumerate(backups))
     return RetentionPlan(policy, now, decisions)
+
+
+def _keep_dependencies(backups: Sequence[BackupRef], reasons: dict[int, list[str]], removal: dict[int, str]) -> None:
+    """What a kept backup depends on is kept too, transitively (a chain keeps its root)."""
+    by_id: dict[str, list[int]] = {}
+    for i, ref in enumerate(backups):
+        by_id.setdefault(ref.id, []).append(i)
+    pending = [i for i in range(len(backups)) if i not in removal and backups[i].depends_on]
+    while pending:
+        i = pending.pop()
+        for needed in backups[i].depends_on:
+            for j in by_id.get(needed, []):
+                if j in removal:
+                    del removal[j]
+                    pending.append(j)
+                if f"needed by {backups[i].id}" not in reasons[j]:
+                    reasons[j].append(f"needed by {backups[i].id}")
 
 
 def _leftover(ref: BackupRef, now: datetime, grace: timedelta, why: list[str], removal: dict[int, str],
@@ -350,94 +195,3 @@ def _why_removed(ref: BackupRef, policy: RetentionPolicy) -> str:
     if policy.days:
         return f"older than {policy.days} days"
     return f"not kept by any rule ({policy.describe()})"
-
-
-# --- apply --------------------------------------------------------------------------------
-@dataclass
-class BackupResult:
-    """What happened to one removed backup's objects."""
-
-    backup: BackupRef
-    reason: str
-    deleted: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def removed(self) -> bool:
-        return self.error is None and not self.skipped and len(self.deleted) == len(self.backup.keys)
-
-
-@dataclass
-class ApplyResult:
-    destination: str
-    dry_run: bool
-    results: list[BackupResult] = field(default_factory=list)
-
-    @property
-    def removed(self) -> list[BackupResult]:
-        return [r for r in self.results if r.removed]
-
-    @property
-    def errors(self) -> list[BackupResult]:
-        return [r for r in self.results if r.error is not None]
-
-    @property
-    def locked(self) -> list[BackupResult]:
-        return [r for r in self.results if r.skipped]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def counts(self) -> dict[str, int]:
-        """For a ``prune_removed`` notification and ``prune --json``."""
-        if self.dry_run:
-            return {"would_remove": len(self.results)}
-        return {"removed": len(self.removed), "locked": len(self.locked), "errors": len(self.errors)}
-
-
-def apply(storage: Store, retention_plan: RetentionPlan, *, dry_run: bool = False) -> ApplyResult:
-    """Delete the objects of every removed backup, manifest first. Never raises for one
-    backup's failure: errors and locks are collected per backup."""
-    result = ApplyResult(storage.name, dry_run)
-    for decision in retention_plan.removed:
-        outcome = BackupResult(decision.backup, decision.reason)
-        result.results.append(outcome)
-        if dry_run:
-            outcome.notes.append("dry run: nothing deleted")
-            continue
-        _delete_keys(storage, outcome)
-    return result
-
-
-def _delete_keys(storage: Store, outcome: BackupResult) -> None:
-    keys = outcome.backup.keys
-    held = _held(storage, keys)
-    if held:  # keep the whole backup listed and restorable while its lock lasts
-        outcome.skipped = list(keys)
-        outcome.notes.append(f"{', '.join(held)} under an object lock; kept until the lock ends")
-        return
-    for n, key in enumerate(keys):
-        try:
-            storage.delete(key)
-        except ObjectLocked as exc:
-            outcome.skipped = list(keys[n:])
-            outcome.notes.append(f"{key} is under an object lock ({exc.message}); kept, retried by a later run")
-            return
-        except (SentinelError, OSError) as exc:
-            outcome.error = f"cannot delete {key}: {exc}"
-            return
-        outcome.deleted.append(key)
-
-
-def _held(storage: Store, keys: Sequence[str]) -> list[str]:
-    """Keys under an object lock, when the backend can tell (optional ``is_locked(key)``)."""
-    probe: Callable[[str], bool] | None = getattr(storage, "is_locked", None)
-    if probe is None:
-        return []
-    try:
-        return [k for k in keys if probe(k)]
-    except (SentinelError, OSError):
-        return []  # cannot tell: deletion will meet the lock (ObjectLocked) if there is one

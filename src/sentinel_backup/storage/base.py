@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from sentinel_backup.errors import StorageError
@@ -35,13 +36,18 @@ class Capabilities:
     store_checksums: bool = False  # a writer's ``verified_by_store`` can be True (per-part SHA-256 checked)
     partial_files: bool = False  # ``list_partials`` can find leftovers of a crashed run
     multipart: bool = False  # ``abort_stale_uploads`` has something to abort
+    local_files: bool = False  # ``local_path`` gives a file on this host (pg_restore -j reads it in place)
 
 
-def check_key(key: str) -> str:
+def check_key(key: str, *, temporary: bool = False) -> str:
     """The one validation of a key: relative, ``/``-separated segments, none empty, none
-    starting with ``.`` (temporary files), no NUL. Returns the key."""
+    starting with ``.`` (temporary files; ``temporary`` allows it in the last segment, for
+    deleting what ``list_partials`` found), no NUL. Returns the key."""
     parts = key.split("/")
-    if not key or "\0" in key or any(not part or part.startswith(".") for part in parts):
+    hidden = [part.startswith(".") for part in parts]
+    if temporary:
+        hidden[-1] = parts[-1] in (".", "..")
+    if not key or "\0" in key or any(not part for part in parts) or any(hidden):
         raise StorageError(f"invalid object name {key!r}", "this is a bug in sentinel-backup; please report it")
     return key
 
@@ -126,6 +132,14 @@ class Storage(Protocol):
 
     def abort_stale_uploads(self, older_than: timedelta) -> int:
         """Abort unfinished uploads started before now - older_than; how many."""
+        ...
+
+    def locate(self, key: str) -> dict[str, str]:
+        """Where the object is, for listings: ``{"path": key}`` in a folder, ``{"key": key}`` in a bucket."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """The object's file on this host, or None (only where ``capabilities.local_files``)."""
         ...
 
 

@@ -127,7 +127,7 @@ class LocalStorage:
     """Storage protocol over one folder (BACKUP_DIR) and the folders below it."""
 
     name = "local"
-    capabilities = Capabilities(partial_files=True)
+    capabilities = Capabilities(partial_files=True, local_files=True)
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -216,6 +216,13 @@ class LocalStorage:
     def abort_stale_uploads(self, older_than: timedelta) -> int:
         return 0  # partial files are leftovers retention removes (list_partials)
 
+    def locate(self, key: str) -> dict[str, str]:
+        return {"path": key}
+
+    def local_path(self, key: str) -> Path | None:
+        return self.folder / check_key(key)
+
     def delete(self, key: str) -> None:
+        check_key(key, temporary=True)  # retention deletes the partial files a crashed run left
         with contextlib.suppress(FileNotFoundError):
             (self.folder / key).unlink()

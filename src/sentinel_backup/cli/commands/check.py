@@ -50,7 +50,7 @@ def _nagios(ctx: typer.Context) -> int:
     try:
         line, code = nagios_report(run_checks(state(ctx).settings(machine_output=True)))
     except SentinelError as exc:
-        line, code = nagios_unknown(exc.message + (f" (hint: {exc.hint})" if exc.hint else ""))
+        line, code = nagios_unknown(exc.describe())
     except Exception as exc:  # a plugin must never exit with a code the monitor misreads
         line, code = nagios_unknown(f"internal error: {type(exc).__name__}: {exc}")
     state(ctx).emit_always(line)  # a monitor always gets its line, --quiet or not

@@ -46,7 +46,7 @@ def demo(
     from sentinel_backup.logical.restore import Restorer
     from sentinel_backup.logical.run import BackupRun
     from sentinel_backup.model.catalog import scan
-    from sentinel_backup.pipeline.read import verify_copy
+    from sentinel_backup.pipeline.verify import verify_copy
     from sentinel_backup.storage.local import LocalStorage
     log.setup(LogLevel.INFO)
     t0 = time.monotonic()

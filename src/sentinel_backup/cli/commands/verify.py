@@ -32,7 +32,7 @@ def verify(
     """Check SHA-256, size and full decompression of a backup's copies (and with --restore, a drill)."""
     from sentinel_backup.logical.restore import pick_copy
     from sentinel_backup.model.catalog import legacy_database, scan
-    from sentinel_backup.pipeline.read import verify_copy, verify_legacy
+    from sentinel_backup.pipeline.verify import verify_copy, verify_legacy
     from sentinel_backup.storage.registry import build_destinations, destination_by_name
     settings = state(ctx).settings()
     destinations = build_destinations(settings)
@@ -70,24 +70,20 @@ def verify(
 
 
 def _drill(settings: Settings, entry: Entry, storage: Storage) -> int:
-    from sentinel_backup.jobs.backup import metrics_for, publish_metrics
+    from sentinel_backup.jobs.events import report_drills
     from sentinel_backup.lock import run_lock
     from sentinel_backup.logical.drill import Drill
-    from sentinel_backup.notify import EventKind, Notifier, RunEvent
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind: the scratch database is dropped
     with run_lock(settings.backup_dir):
         report = Drill(settings).run(entry, storage)
-        publish_metrics(settings, metrics_for(None, [report]))
-    if not report.passed:
-        Notifier.from_settings(settings).notify(RunEvent(EventKind.VERIFY_FAILED, databases=[report.database],
-                                                         error=report.error or str(report.differences)))
+        report_drills(settings, [report])
     emit(f"Drill of {entry.id} from {storage.name}: {'PASSED' if report.passed else 'FAILED'}")
     emit(f"  restore: {report.restore_seconds} s into scratch database {report.scratch_database} (dropped)")
     emit(f"  tables checked: {report.tables_checked}")
     for table, diff in report.differences.items():
         emit(f"  DIFFERS {table}: manifest {diff['manifest']}, restored {diff['restored']}")
     for c in report.checks:
-        emit(f"  {'ok    ' if c['ok'] else 'FAILED'} check {c['sql']!r}: {c['detail']}")
+        emit(f"  {'ok    ' if c.ok else 'FAILED'} check {c.name!r}: {c.detail}")
     if report.error:
         emit(f"  error: {report.error}")
     return 0 if report.passed else EXIT_FAILURE
