@@ -186,7 +186,7 @@ def print_table(header: Sequence[str], rows: Iterable[Sequence[str]], *, right: 
     for row in rows:
         table.add_row(*row)
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 100_000)
-    console.print(Padding(table, (0, 0, 0, indent)) if indent else table)
+    console.print(Padding(table, (0, 0, 0, indent), expand=False) if indent else table)
 
 
 def emit(text: str = "") -> None:
