@@ -135,7 +135,9 @@ def warn_if_exposed(settings: Settings) -> None:
                        f"anyone with that access can read the backups; run: chmod 700 {settings.backup_dir}")
 
 
-def metrics_for(result: RunResult | None, drills: list[DrillReport]) -> RunMetrics:
+def metrics_for(result: RunResult | None, drills: list[DrillReport], *, scoped: bool = True) -> RunMetrics:
+    """``scoped``: the run covered every configured database (the series of others are dropped);
+    an ad-hoc run (``backup --database``) carries the others forward."""
     now = datetime.now(UTC)
     databases = []
     for o in result.outcomes if result else []:
@@ -145,7 +147,7 @@ def metrics_for(result: RunResult | None, drills: list[DrillReport]) -> RunMetri
             m.raw_size_bytes if m else None, m.size_bytes if m else None,
             {**dict.fromkeys(o.stored, True), **dict.fromkeys(o.failed, False)}))
     drill_results = [DrillResult(d.database, d.passed, now, d.restore_seconds) for d in drills]
-    scope = frozenset(o.database for o in result.outcomes) if result else None  # others are no longer backed up
+    scope = frozenset(o.database for o in result.outcomes) if result and scoped else None  # others: no longer backed up
     return RunMetrics(now if result else None, bool(result and exit_code(result) == 0),
                       databases, drill_results, scope)
 
@@ -177,8 +179,12 @@ class BackupJobResult:
 
 
 def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = None,
-               progress: Callable[[int], None] | None = None) -> BackupJobResult:
+               progress: Callable[[int], None] | None = None, adhoc: bool = False) -> BackupJobResult:
     """One backup run with retention, drills, metrics and notifications around it.
+
+    ``adhoc`` (``backup --database``): databases chosen for this run only; the last-run record
+    (what ``check`` judges the scheduled runs by) is left as it is, and the metrics of the
+    configured databases not in this run are carried forward.
 
     Raises Interrupted (after the last-run record, metrics and notifications) when ``stop``
     is set during the job."""
@@ -215,8 +221,9 @@ def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = N
             late = Interrupted(f"{exc.message} after its backups were committed (they are complete and stay)",
                                "retention and drills did not finish; they run again after the next backup")
             logger.warning(late.message)
-        write_last_run(settings, result, code)
-        publish_metrics(settings, metrics_for(result, drills), destinations)
+        if not adhoc:
+            write_last_run(settings, result, code)
+        publish_metrics(settings, metrics_for(result, drills, scoped=not adhoc), destinations)
         notifier.notify(run_event(result))
         for d in drills:
             if not d.passed:
