@@ -213,9 +213,12 @@ def progress_bar(label: str, total: int | None = None, *, enabled: bool = True,
     if not enabled or not sys.stdout.isatty():
         yield None
         return
+    from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(*_columns(), transient=True, redirect_stdout=True, redirect_stderr=True) as progress:
+    console = Console(soft_wrap=True, highlight=False)  # a long log line stays one line (the terminal wraps it)
+    with Progress(*_columns(), console=console, transient=True, redirect_stdout=True, redirect_stderr=True
+                  ) as progress:
         yield ProgressDisplay(progress, label, total, estimate)
 
 
