@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 def backup(
     ctx: typer.Context,
     database: Annotated[list[str] | None, typer.Option(
-        "--database", help="Back up this database instead of POSTGRES_DB, for this run only (repeatable).")] = None,
+        "--database", metavar="<name>",
+        help="Back up this database instead of POSTGRES_DB, for this run only (repeatable).")] = None,
 ) -> int:
     """Back up every database named by POSTGRES_DB (or by --database) to every enabled destination.
 

@@ -41,9 +41,11 @@ def restore(
     source: Annotated[str | None, typer.Option("--from", help="Destination to read from: local, s3, minio.")]
     = None,
     schema: Annotated[list[str] | None, typer.Option(
-        "--schema", "-n", help="Restore only this schema (repeatable; custom or directory format).")] = None,
+        "--schema", "-n", metavar="<name>",
+        help="Restore only this schema (repeatable; custom or directory format).")] = None,
     table: Annotated[list[str] | None, typer.Option(
-        "--table", "-t", help="Restore only tables of this name (repeatable; custom or directory format).")] = None,
+        "--table", "-t", metavar="<name>",
+        help="Restore only tables of this name (repeatable; custom or directory format).")] = None,
     list_only: Annotated[bool, typer.Option("--list", help="Show what the backup holds (pg_restore -l).")] = False,
     globals_: Annotated[bool, typer.Option(
         "--globals", help="Apply a globals backup (roles, tablespaces) to the server.")] = False,
