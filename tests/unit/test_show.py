@@ -4,12 +4,15 @@ range and the reachable time range, in JSON and in human form."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from sentinel_backup.cli.commands.show import document, render
+from sentinel_backup.cli.commands.show import document, newest_wal, render
 from sentinel_backup.model.catalog import Entry
+from sentinel_backup.model.layout import Handle, key_for
 from sentinel_backup.model.manifest import CompressionInfo, EncryptionInfo, Manifest, PhysicalFacts
+from sentinel_backup.storage.local import LocalStorage
 
 
 def physical_entry() -> Entry:
@@ -32,7 +35,8 @@ def test_physical_facts_in_json() -> None:
     doc = document(physical_entry(), {}, {"s3": "s3://bucket/basebackups/7441234567890123456/x"})
     assert doc["physical"]["start_lsn"] == "0/2000028" and doc["physical"]["timeline"] == 2
     assert doc["reachable"] == {"from": "2026-11-30T02:04:31Z", "from_lsn": "0/2000138", "timeline": 2,
-                                "to": "the newest WAL in the archive of system 7441234567890123456"}
+                                "to": "the newest WAL in the archive of system 7441234567890123456",
+                                "newest_wal": None}
     assert doc["locations"] == {"s3": "s3://bucket/basebackups/7441234567890123456/x"}
 
 
@@ -44,3 +48,17 @@ def test_physical_facts_in_human_form(capsys: pytest.CaptureFixture[str]) -> Non
                      "from 2026-11-30 02:04:31 UTC (LSN 0/2000138, timeline 2)", "16.0 MiB",
                      "position 1 in the chain of base_1", "1.0 GiB (1073741824 bytes)", "age1abc"):
         assert expected in out, expected
+
+
+def test_reachable_range_ends_at_the_newest_archived_segment(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    sysid, sha = "7441234567890123456", "c" * 64
+    for name in ("000000020000000000000003", "000000020000000000000007", "00000002.history",
+                 "000000010000000000000009"):
+        storage.put_bytes(key_for(Handle("wal", name, sysid, sha, ".zst")), b"x")
+    storage.put_bytes(key_for(Handle("wal", "00000003000000000000000A", "1234", sha, ".zst")), b"x")  # another cluster
+    newest = newest_wal([storage], sysid)
+    assert newest == (2, "000000020000000000000007")
+    doc = document(physical_entry(), {}, {}, newest_wal=newest)
+    assert doc["reachable"]["newest_wal"] == "000000020000000000000007"
+    assert "the end of WAL segment 000000020000000000000007" in doc["reachable"]["to"]

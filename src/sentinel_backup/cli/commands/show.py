@@ -43,8 +43,9 @@ def show(
     by_name = {d.name: d for d in destinations}
     drills = {name: record for name in sorted(entry.drills) if name in by_name
               and (record := read_record(by_name[name], entry.locations[name])) is not None}
+    wal = newest_wal(destinations, entry.manifest.physical.system_identifier) if entry.manifest.physical else None
     doc = document(entry, drills, {name: _where(by_name[name], key) for name, key in entry.locations.items()
-                                   if name in by_name})
+                                   if name in by_name}, newest_wal=wal)
     if as_json:
         emit(json.dumps(doc, indent=2, default=str))
     else:
@@ -63,25 +64,46 @@ def _where(storage: Storage, key: str) -> str:
     return f"{storage.describe()}: {key}"
 
 
-def document(entry: Entry, drills: dict[str, dict[str, Any]], where: dict[str, str]) -> dict[str, Any]:
+def document(entry: Entry, drills: dict[str, dict[str, Any]], where: dict[str, str], *,
+             newest_wal: tuple[int, str] | None = None) -> dict[str, Any]:
     """The manifest as JSON, with ``locations`` (destination -> location), ``drills``
-    (destination -> drill record) and ``legacy``; for a physical backup ``reachable``."""
+    (destination -> drill record) and ``legacy``; for a physical backup ``reachable``
+    (``newest_wal``: the newest archived WAL segment of its cluster, (timeline, name))."""
     m = entry.manifest
     doc: dict[str, Any] = m.model_dump(mode="json")
     doc["locations"] = {name: where.get(name, key) for name, key in sorted(entry.locations.items())}
     doc["drills"] = drills
     doc["legacy"] = entry.legacy
     if m.physical is not None:
-        doc["reachable"] = reachable(m.physical)
+        doc["reachable"] = reachable(m.physical, newest_wal)
     return doc
 
 
-def reachable(facts: PhysicalFacts) -> dict[str, Any]:
+def reachable(facts: PhysicalFacts, newest: tuple[int, str] | None = None) -> dict[str, Any]:
     """The time range a physical backup can recover to: from the end of the backup (the
-    earliest consistent point) on, as far as the WAL archive of its cluster reaches."""
+    earliest consistent point) on, as far as the WAL archive of its cluster reaches (its
+    newest segment when known; a gap in the archive ends the range earlier)."""
+    to = (f"the end of WAL segment {newest[1]} (the newest archived, timeline {newest[0]})" if newest
+          else "the newest WAL in the archive of system " + facts.system_identifier)
     return {"from": _iso(facts.stop_time) if facts.stop_time else None,
-            "from_lsn": facts.stop_lsn, "timeline": facts.timeline,
-            "to": "the newest WAL in the archive of system " + facts.system_identifier}
+            "from_lsn": facts.stop_lsn, "timeline": facts.timeline, "to": to,
+            "newest_wal": newest[1] if newest else None}
+
+
+def newest_wal(destinations: list[Storage], system_id: str) -> tuple[int, str] | None:
+    """(timeline, name) of the newest WAL segment archived for ``system_id`` on any destination."""
+    from sentinel_backup.errors import SentinelError
+    from sentinel_backup.model.layout import WAL_ROOT, handle_for, wal_timeline
+    found: list[tuple[int, str]] = []
+    for storage in destinations:
+        try:
+            for info in storage.list(f"{WAL_ROOT}/{system_id}/", deep=True):
+                handle = handle_for(info.key)
+                if handle is not None and handle.kind == "wal" and len(handle.name) == 24:
+                    found.append((wal_timeline(handle.name), handle.name))
+        except SentinelError:
+            continue  # a destination that cannot be listed: the others may tell
+    return max(found, default=None)
 
 
 def _iso(moment: datetime) -> str:
