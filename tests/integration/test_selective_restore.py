@@ -64,8 +64,9 @@ def test_schema_and_table_selection(pg: TempCluster, complex_db: str, target_db:
     assert tables_of(pg, target_db) == [weird]
     assert pg.psql(f"SELECT count(*) FROM {weird}", target_db) == pg.psql(f"SELECT count(*) FROM {weird}", complex_db)
 
-    # a whole schema, everything in it (types, sequences, indexes), replacing the target restored above
-    whole = cli(env, "restore", backup, "--schema", "app", "--target-db", target_db, "--clean")
+    # a whole schema, everything in it (types, sequences, indexes), replacing the target restored above;
+    # pg_restore -j 2 from the artifact file
+    whole = cli(env, "restore", backup, "--schema", "app", "--target-db", target_db, "--clean", "--jobs", "2")
     assert whole.code == 0, whole.output
     app_tables = [t for t in tables_of(pg, complex_db) if t.startswith("app.")]
     assert tables_of(pg, target_db) == app_tables and len(app_tables) > 3
