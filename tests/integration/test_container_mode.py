@@ -77,3 +77,32 @@ def test_unknown_container(new_db: str, base_env: dict[str, str], docker: tuple[
     result = cli(env, "backup", path_prefix=str(bin_dir))
     assert result.code == 1
     assert "No such container: nope" in result.output and "POSTGRES_CONTAINER" in result.output
+
+
+def test_list_selective_and_globals_restore_through_docker_exec(pg: TempCluster, new_db: str,
+                                                                base_env: dict[str, str],
+                                                                docker: tuple[Path, Path]) -> None:
+    load(pg, new_db, "complex.sql")
+    bin_dir, log = docker
+    env = {k: v for k, v in base_env.items() if k != "PG_BIN_DIR"}
+    env.update({"POSTGRES_DB": new_db, "POSTGRES_CONTAINER": "db", "FAKE_DOCKER_LOG": str(log),
+                "FAKE_DOCKER_PG_BIN": str(pg.bin_dir), "FAKE_DOCKER_CONTAINER": "db", "BACKUP_FORMAT": "custom",
+                "BACKUP_GLOBALS": "true"})
+    assert cli(env, "backup", path_prefix=str(bin_dir)).code == 0
+    database_id = next(b["id"] for b in cli(env, "list", "--json").json() if b["kind"] == "database")
+    listed = cli(env, "restore", database_id, "--list", path_prefix=str(bin_dir))
+    assert listed.code == 0 and " TABLE DATA app docs " in listed.stdout, listed.output
+    target = f"{new_db}_docs"
+    try:
+        part = cli(env, "restore", database_id, "-n", "app", "-t", "docs", "--target-db", target, "--create",
+                   path_prefix=str(bin_dir))
+        assert part.code == 0, part.output
+        assert pg.psql("SELECT count(*) FROM app.docs", target) == pg.psql("SELECT count(*) FROM app.docs", new_db)
+    finally:
+        pg.psql(f"DROP DATABASE IF EXISTS {target}")
+    dry = cli(env, "restore", "--globals", "--dry-run", path_prefix=str(bin_dir))
+    assert dry.code == 0 and "-- skipped (role postgres exists): CREATE ROLE postgres;" in dry.stdout, dry.output
+    argvs = calls(log)
+    assert any(a[a.index("db") + 1:a.index("db") + 2] == ["pg_restore"] and "-l" in a for a in argvs)
+    assert any("-n" in a and "-t" in a and "pg_restore" in a for a in argvs)
+    assert all(env["POSTGRES_PASSWORD"] not in " ".join(a) for a in argvs)

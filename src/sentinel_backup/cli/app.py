@@ -154,21 +154,72 @@ def _held_back(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
             sys.stdout.flush()
 
 
+class ProgressDisplay:
+    """The running progress bar, called with each chunk's byte count. ``begin(name, kind)`` (the
+    backup run calls it as each database's dump starts) names the database and sets the
+    expected size from ``estimate``; past an estimate the bar shows no percentage or ETA
+    rather than a wrong one."""
+
+    def __init__(self, progress: Any, label: str, total: int | None,
+                 estimate: Callable[[str], int | None] | None) -> None:
+        self.progress, self.label, self.estimate = progress, label, estimate
+        self.task = progress.add_task(label, total=total)
+        self.completed = 0
+        self.total = total
+
+    def __call__(self, n: int) -> None:
+        self.completed += n
+        if self.total is not None and self.completed > self.total:
+            self.total = None  # the estimate was too small: no more percentage, no ETA
+            self.progress.update(self.task, total=None)
+        self.progress.advance(self.task, n)
+
+    def begin(self, name: str, kind: str = "database") -> None:
+        if kind != "database":
+            name = f"{name} ({kind})"
+        self.total = self.estimate(name) if self.estimate is not None and kind == "database" else None
+        self.completed = 0
+        self.progress.reset(self.task, total=self.total, completed=0, description=f"{self.label} {name}")
+
+
+def _columns() -> list[Any]:
+    """Description, bar, percent, size done of the total (the units of `list`), speed, ETA."""
+    from rich.progress import BarColumn, ProgressColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    from sentinel_backup.notify import human_size
+
+    class Size(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            done = human_size(int(task.completed))
+            return Text(f"{done} of ~{human_size(int(task.total))}" if task.total else done)
+
+    class Speed(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{human_size(int(speed))}/s" if speed else "")
+
+    return [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), Size(), Speed(),
+            TextColumn("ETA"), TimeRemainingColumn()]
+
+
 @contextmanager
-def progress_bar(label: str, total: int | None = None, *, enabled: bool = True
-                 ) -> Iterator[Callable[[int], None] | None]:
+def progress_bar(label: str, total: int | None = None, *, enabled: bool = True,
+                 estimate: Callable[[str], int | None] | None = None) -> Iterator[ProgressDisplay | None]:
     """A rich progress display on a terminal (unless ``enabled`` is false: --quiet,
-    --no-progress); nothing (plain log lines) otherwise."""
+    --no-progress); nothing (plain log lines) otherwise. Log lines written while it shows
+    are printed above it (the console log handler writes to the current sys.stdout, which
+    the display redirects), never into it."""
     if not enabled or not sys.stdout.isatty():
         yield None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+    from rich.console import Console
+    from rich.progress import Progress
 
-    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TimeElapsedColumn()]
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
+    console = Console(soft_wrap=True, highlight=False)  # a long log line stays one line (the terminal wraps it)
+    with Progress(*_columns(), console=console, transient=True, redirect_stdout=True, redirect_stderr=True
+                  ) as progress:
+        yield ProgressDisplay(progress, label, total, estimate)
 
 
 def print_table(header: Sequence[str], rows: Iterable[Sequence[str]], *, right: Sequence[str] = (),
@@ -186,7 +237,7 @@ def print_table(header: Sequence[str], rows: Iterable[Sequence[str]], *, right: 
     for row in rows:
         table.add_row(*row)
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 100_000)
-    console.print(Padding(table, (0, 0, 0, indent)) if indent else table)
+    console.print(Padding(table, (0, 0, 0, indent), expand=False) if indent else table)
 
 
 def emit(text: str = "") -> None:

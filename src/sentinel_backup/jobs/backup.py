@@ -113,8 +113,12 @@ class BackupJobResult:
 
 
 def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = None,
-               progress: Callable[[int], None] | None = None) -> BackupJobResult:
+               progress: Callable[[int], None] | None = None, adhoc: bool = False) -> BackupJobResult:
     """One backup run with retention, drills, metrics and notifications around it.
+
+    ``adhoc`` (``backup --database``): databases chosen for this run only; the last-run record
+    (what ``check`` judges the scheduled runs by) is left as it is, and the metrics of the
+    configured databases not in this run are carried forward.
 
     Raises Interrupted (after the last-run record, metrics and notifications) when ``stop``
     is set during the job."""
@@ -151,8 +155,9 @@ def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = N
             late = Interrupted(f"{exc.message} after its backups were committed (they are complete and stay)",
                                "retention and drills did not finish; they run again after the next backup")
             logger.warning(late.message)
-        write_last_run(settings, result, code)
-        publish_metrics(settings, metrics_for(result, drills), destinations)
+        if not adhoc:
+            write_last_run(settings, result, code)
+        publish_metrics(settings, metrics_for(result, drills, scoped=not adhoc), destinations)
         notifier.notify(run_event(result))
         report_drills(settings, drills, notifier=notifier, metrics=False)  # their metrics are in the run's
         if code == EXIT_OK:

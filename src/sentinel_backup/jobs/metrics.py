@@ -18,7 +18,9 @@ from sentinel_backup.storage.base import Storage
 logger = log.get("jobs")
 
 
-def metrics_for(result: RunResult | None, drills: list[DrillReport]) -> RunMetrics:
+def metrics_for(result: RunResult | None, drills: list[DrillReport], *, scoped: bool = True) -> RunMetrics:
+    """``scoped``: the run covered every configured database (the series of others are dropped);
+    an ad-hoc run (``backup --database``) carries the others forward."""
     now = datetime.now(UTC)
     databases = []
     for o in result.outcomes if result else []:
@@ -28,7 +30,7 @@ def metrics_for(result: RunResult | None, drills: list[DrillReport]) -> RunMetri
             m.raw_size_bytes if m else None, m.size_bytes if m else None,
             {**dict.fromkeys(o.stored, True), **dict.fromkeys(o.failed, False)}))
     drill_results = [DrillResult(d.database, d.passed, now, d.restore_seconds) for d in drills]
-    scope = frozenset(o.database for o in result.outcomes) if result else None  # others are no longer backed up
+    scope = frozenset(o.database for o in result.outcomes) if result and scoped else None  # others: no longer backed up
     return RunMetrics(now if result else None, bool(result and run_exit_code(result) == EXIT_OK),
                       databases, drill_results, scope)
 

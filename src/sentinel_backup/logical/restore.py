@@ -47,6 +47,7 @@ from sentinel_backup.errors import (
     SourceError,
 )
 from sentinel_backup.interrupt import StopSignals, stop_children
+from sentinel_backup.logical.selective import RestoreSelection, check_selection, require_archive
 from sentinel_backup.model.catalog import Entry
 from sentinel_backup.model.manifest import Manifest
 from sentinel_backup.pg.source import PSQL_FLAGS, Source, StderrCollector, conninfo, source_error
@@ -189,12 +190,17 @@ class Restorer:
 
     # --- the restore ------------------------------------------------------------------
     def restore(self, entry: Entry, storage: Storage, target: str, *, create: bool = False, clean: bool = False,
-                terminate_sessions: bool = False, jobs: int = 1) -> RestoreResult:
+                terminate_sessions: bool = False, jobs: int = 1,
+                selection: RestoreSelection | None = None) -> RestoreResult:
+        """Restore ``entry`` into ``target`` (see the module doc); with ``selection``, only the
+        selected schemas and tables (see :mod:`sentinel_backup.logical.selective`)."""
         manifest = entry.manifest
         if manifest.kind == "globals":
             raise ConfigError(f"{manifest.id} holds roles and tablespaces, not a database",
-                              f"apply it with: gunzip -c {manifest.artifact} | psql -d postgres"
-                              " (errors for roles that already exist are expected)")
+                              f"apply it with: sentinel-backup restore --globals {manifest.id}")
+        if selection is not None and not selection.empty:
+            require_archive(manifest, "selecting schemas or tables", legacy=entry.legacy)
+            check_selection(manifest, selection)
         if not target or target.endswith((SCRATCH_SUFFIX, OLD_SUFFIX)):
             raise ConfigError("--target-db names no usable database", "give --target-db NAME")
         if target in ("template0", "template1") or (target == "postgres" and clean):
@@ -226,7 +232,7 @@ class Restorer:
             else:
                 self.check_stored(storage, manifest)
             with self.scratch_database(scratch):
-                result = self.restore_into(entry, storage, scratch, jobs=jobs)
+                result = self.restore_into(entry, storage, scratch, jobs=jobs, selection=selection)
                 if result.differences:
                     raise RestoreFailed(f"restored row counts differ from the manifest: {format_differences(result)}")
                 if self.stop is not None:
@@ -333,26 +339,36 @@ class Restorer:
         """First pass: the stored bytes must match the manifest before anything uses them."""
         require_stored(storage, manifest)
 
-    def restore_into(self, entry: Entry, storage: Storage, database: str, *, jobs: int = 1) -> RestoreResult:
-        """Stream the backup into an existing empty database and count its rows."""
+    def restore_into(self, entry: Entry, storage: Storage, database: str, *, jobs: int = 1,
+                     selection: RestoreSelection | None = None) -> RestoreResult:
+        """Stream the backup into an existing empty database and count its rows (with a
+        ``selection``: only the selected ones, compared with the manifest's selected tables)."""
         manifest = entry.manifest
+        chosen = selection.pg_restore_args() if selection is not None else []
+        expected = selection.expected(manifest.tables) if selection is not None else manifest.tables
         cipher = reading_cipher(manifest, self.settings)
         if cipher is not None and not cipher.can_decrypt:
             raise ConfigError(f"{manifest.id} is encrypted with age", "set AGE_IDENTITY_FILE to the identity file")
         t0 = time.monotonic()
         logger.info(f"Restoring {manifest.id} into {database}", extra=log.fields(
             backup=manifest.id, format=manifest.format, source=storage.name))
-        if manifest.format == "custom" and jobs > 1 and not self.settings.postgres_container:
-            self._restore_parallel(manifest, storage, database, jobs)
-        else:
-            if manifest.format == "custom" and jobs > 1:
-                logger.warning("--jobs needs a file on this host; in container mode the restore runs with one job")
-            args = ([*PSQL_FLAGS, "--single-transaction", "-d", conninfo(database)] if manifest.format == "plain"
-                    else ["--single-transaction", "--exit-on-error", "-d", conninfo(database)])
-            self._stream_into(manifest, storage, "psql" if manifest.format == "plain" else "pg_restore", args)
+        if chosen:  # pg_restore creates no schema of a selected object
+            for schema in selection.schemas_needed(manifest.tables) if selection is not None else []:
+                self.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}", database)
+        try:
+            if manifest.format == "custom" and jobs > 1 and not self.settings.postgres_container:
+                self._restore_parallel(manifest, storage, database, jobs, chosen)
+            else:
+                if manifest.format == "custom" and jobs > 1:
+                    logger.warning("--jobs needs a file on this host; in container mode the restore runs with one job")
+                args = ([*PSQL_FLAGS, "--single-transaction", "-d", conninfo(database)] if manifest.format == "plain"
+                        else ["--single-transaction", "--exit-on-error", *chosen, "-d", conninfo(database)])
+                self._stream_into(manifest, storage, "psql" if manifest.format == "plain" else "pg_restore", args)
+        except SourceError as exc:
+            raise selection.explain(exc, manifest.tables) if selection is not None else exc from None
         actual = self.row_counts(database)
-        return RestoreResult(manifest.id, database, round(time.monotonic() - t0, 3), manifest.tables, actual,
-                             compare_counts(manifest.tables, actual))
+        return RestoreResult(manifest.id, database, round(time.monotonic() - t0, 3), expected, actual,
+                             compare_counts(expected, actual))
 
     def _stream_into(self, manifest: Manifest, storage: Storage, tool: str, args: list[str]) -> None:
         """storage -> hash -> decrypt -> decompress -> the tool's stdin; commit only if the hash held."""
@@ -372,11 +388,12 @@ class Restorer:
         if code != 0:
             raise source_error(tool, errors.text(), code)
 
-    def _restore_parallel(self, manifest: Manifest, storage: Storage, database: str, jobs: int) -> None:
+    def _restore_parallel(self, manifest: Manifest, storage: Storage, database: str, jobs: int,
+                          chosen: list[str]) -> None:
         """pg_restore -j needs a seekable file: the artifact itself when local and unencrypted."""
         with self._archive_file(manifest, storage) as path:
-            proc = self.source.popen("pg_restore", "--exit-on-error", "-j", str(jobs), "-d", conninfo(database),
-                                     str(path), stdout=subprocess.DEVNULL)
+            proc = self.source.popen("pg_restore", "--exit-on-error", "-j", str(jobs), *chosen, "-d",
+                                     conninfo(database), str(path), stdout=subprocess.DEVNULL)
             errors = StderrCollector(proc)
             try:
                 code = proc.wait()

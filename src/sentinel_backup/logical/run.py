@@ -196,6 +196,9 @@ class BackupRun:
         begin = self.clock()
         t0 = time.monotonic()
         logger.info(f"Dumping {outcome.database}", extra=log.fields(database=outcome.database, artifact=name))
+        display = getattr(self.progress, "begin", None)  # a progress display names the database, sizes its bar
+        if callable(display):
+            display(outcome.database, outcome.kind)
         self.stopper.check()
         encoding = self._encoding(outcome.kind)
         if is_globals:
