@@ -47,6 +47,7 @@ from sentinel_backup.errors import (
     VerifyFailed,
 )
 from sentinel_backup.interrupt import StopSignals, stop_children
+from sentinel_backup.logical.directory import restore_directory
 from sentinel_backup.model.catalog import Entry
 from sentinel_backup.model.manifest import Manifest
 from sentinel_backup.pg.source import PSQL_FLAGS, Source, StderrCollector, conninfo, source_error
@@ -348,7 +349,9 @@ class Restorer:
         t0 = time.monotonic()
         logger.info(f"Restoring {manifest.id} into {database}", extra=log.fields(
             backup=manifest.id, format=manifest.format, source=storage.name))
-        if manifest.format == "custom" and jobs > 1 and not self.settings.postgres_container:
+        if manifest.format == "directory":
+            restore_directory(self.source, self.settings, manifest, storage, database, jobs, self.progress)
+        elif manifest.format == "custom" and jobs > 1 and not self.settings.postgres_container:
             self._restore_parallel(manifest, storage, database, jobs)
         else:
             if manifest.format == "custom" and jobs > 1:

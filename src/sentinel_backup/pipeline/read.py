@@ -8,8 +8,8 @@
   (:func:`check_stored`).
 - :func:`verify_copy` is the full re-read: stored size and SHA-256 against the manifest;
   then, when the data can be decrypted, full decompression, raw size and raw SHA-256, and
-  for plain dumps the end marker. Used by ``verify``, and by ``backup`` with
-  ``VERIFY_AFTER_BACKUP=reread``.
+  for plain dumps the end marker (directory dumps: the tar end-of-archive and toc.dat).
+  Used by ``verify``, and by ``backup`` with ``VERIFY_AFTER_BACKUP=reread``.
 
 Legacy files of the shell version have no manifest: ``verify_legacy`` checks what can be
 checked without one (full decompression, end-of-dump marker, MIN_BACKUP_SIZE, and the
@@ -33,6 +33,7 @@ from sentinel_backup.streams.base import Handoff, NullSink, Sink, pump
 from sentinel_backup.streams.compress import decompressor
 from sentinel_backup.streams.crypto import Cipher
 from sentinel_backup.streams.digest import Digest
+from sentinel_backup.streams.tar import TarCheck
 
 END_MARKERS = (b"-- PostgreSQL database dump complete", b"-- PostgreSQL database cluster dump complete")
 
@@ -226,7 +227,8 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
     except ConfigError as exc:
         cipher, report.checks = None, [*report.checks, Check("key", False, str(exc))]
     can_decode = manifest.encryption is None or (cipher is not None and cipher.can_decrypt)
-    decoder = decode_chain(manifest, cipher, NullSink()) if can_decode else None
+    archive = TarCheck() if manifest.format == "directory" else None  # end-of-archive and toc.dat
+    decoder = decode_chain(manifest, cipher, archive or NullSink()) if can_decode else None
     stored = decoder.stored if decoder else Digest(NullSink())
     try:
         _read_through(storage, key, decoder, stored, progress)
@@ -251,6 +253,8 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
     if manifest.format == "plain":
         report.checks.append(Check("complete", tail.complete(), "pg_dump end-of-dump marker"
                                    + (" present" if tail.complete() else " missing: the dump is truncated")))
+    if archive is not None:
+        report.checks.append(Check(archive.name, archive.complete(), archive.detail()))
     return report
 
 
