@@ -16,6 +16,7 @@ import pytest
 
 from sentinel_backup.demo.cluster import TempCluster
 from tests.helpers import assert_same_data, cli, load
+from tests.plugins.s3 import WeedServer
 
 
 def directory_env(base_env: dict[str, str], database: str, jobs: int = 2) -> dict[str, str]:
@@ -151,14 +152,42 @@ def test_age_encrypted_directory_backup_is_read_by_age_and_tar(pg: TempCluster, 
         pg.psql(f"DROP DATABASE IF EXISTS {target}", check=False)
 
 
+def test_directory_backup_to_local_and_s3_in_one_pass_restored_from_s3(
+        pg: TempCluster, new_db: str, base_env: dict[str, str], s3_server: WeedServer, s3_bucket: str,
+        tmp_path: Path) -> None:
+    load(pg, new_db, "complex.sql")
+    env = {**directory_env(base_env, new_db), **s3_server.s3_env(s3_bucket, "dir"),
+           "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"), "AWS_EC2_METADATA_DISABLED": "true"}
+    result = cli(env, "backup")
+    assert result.code == 0, result.output
+    item = only_backup(env)
+    assert item["destinations"] == ["local", "s3"]
+    local = (Path(env["BACKUP_DIR"]) / item["artifact"]).read_bytes()
+    remote = s3_server.client().get_object(Bucket=s3_bucket, Key=f"dir/{item['artifact']}")["Body"].read()
+    assert remote == local  # one tar stream, the same bytes on every destination
+    assert cli(env, "verify", "latest", "--destination", "s3").code == 0
+    target = f"{new_db}_s3"
+    restored = cli(env, "restore", "latest", "--from", "s3", "--target-db", target, "--create", "--jobs", "2")
+    assert restored.code == 0, restored.output
+    try:
+        assert_same_data(pg, new_db, target)
+    finally:
+        pg.psql(f"DROP DATABASE IF EXISTS {target}", check=False)
+    assert leftovers(Path(env["BACKUP_DIR"])) == []
+
+
 def _children(parent: int, name: str = "pg_dump") -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(parent), "-x", name], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["kill-worker", "sigterm"])
 def test_killed_pg_dump_worker_commits_nothing_and_leaves_no_temp_folder(pg: TempCluster, new_db: str,
-                                                                          base_env: dict[str, str]) -> None:
+                                                                          base_env: dict[str, str], how: str) -> None:
+    """SIGKILL of one pg_dump -j worker: exit 1; SIGTERM to the run while the workers copy: exit 130.
+    Either way nothing is committed and the temporary folder is gone."""
     for table in ("big1", "big2"):
         pg.psql(f"CREATE TABLE {table} AS SELECT g AS id, md5(g::text) || repeat('x', 200) AS v"
                 " FROM generate_series(1, 800000) g", new_db)
@@ -179,14 +208,21 @@ def test_killed_pg_dump_worker_commits_nothing_and_leaves_no_temp_folder(pg: Tem
                 workers = _children(leaders[0])
             time.sleep(0.02)
         assert leftovers(folder), "pg_dump writes into a temporary folder in BACKUP_DIR"
-        os.kill(workers[0], 9)
+        if how == "kill-worker":
+            os.kill(workers[0], 9)
+        else:
+            proc.send_signal(15)
         output, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 1, output
-    assert "pg_dump failed" in output
+    if how == "kill-worker":
+        assert proc.returncode == 1, output
+        assert "pg_dump failed" in output
+    else:
+        assert proc.returncode == 130, output
+        assert "nothing of it was committed" in output
     assert leftovers(folder) == []
     assert [p.name for p in folder.iterdir() if p.name.startswith("sentinel_")] == []
     assert cli(env, "list", "--json").json() == []
