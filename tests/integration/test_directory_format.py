@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sentinel_backup.demo.cluster import TempCluster
-from tests.helpers import assert_same_data, cli, load
+from tests.helpers import assert_same_data, big_database, cli, load
 from tests.plugins.s3 import WeedServer
 
 
@@ -235,3 +235,25 @@ def test_directory_settings_are_checked(base_env: dict[str, str]) -> None:
     container = cli({**base_env, "POSTGRES_DB": "x", "BACKUP_FORMAT": "directory", "POSTGRES_CONTAINER": "db"},
                     "backup")
     assert container.code == 2 and "POSTGRES_CONTAINER" in container.stderr
+
+
+def test_a_full_temp_dir_is_reported_as_such(pg: TempCluster, base_env: dict[str, str], tmp_path: Path) -> None:
+    """TEMP_DIR on a real 1 MiB tmpfs: pg_dump's folder does not fit; the message names TEMP_DIR and
+    its free space, nothing is committed, no folder is left."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    database = big_database(pg, "t_dir_full", 100_000)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(small)], check=True)
+    try:
+        env = {**directory_env(base_env, database), "TEMP_DIR": str(small)}
+        result = cli(env, "backup")
+        assert result.code == 1, result.output
+        assert "No space left on device" in result.output and f"TEMP_DIR {small}" in result.output
+        assert "bytes free" in result.output and "Traceback" not in result.output
+        assert leftovers(small) == [] and list(small.iterdir()) == []
+        assert cli(env, "list", "--json").json() == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+        pg.psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)", check=False)

@@ -40,10 +40,15 @@ DUMP_PREFIX = ".sentinel-dump-"
 RESTORE_PREFIX = ".sentinel-restore-"
 
 
+def temp_variable(settings: Settings) -> str:
+    """The setting that names where temporary folders go."""
+    return "TEMP_DIR" if settings.temp_dir else "BACKUP_DIR"
+
+
 def temp_root(settings: Settings) -> Path:
     """TEMP_DIR, else BACKUP_DIR (created when missing, mode 0700)."""
     root = settings.temp_dir or settings.backup_dir
-    variable = "TEMP_DIR" if settings.temp_dir else "BACKUP_DIR"
+    variable = temp_variable(settings)
     try:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -83,10 +88,12 @@ class DirectoryDumpProducer:
 
     tool = "pg_dump"
 
-    def __init__(self, source: Source, args: list[str], *, root: Path, label: str) -> None:
+    def __init__(self, source: Source, args: list[str], *, root: Path, label: str,
+                 variable: str = "TEMP_DIR") -> None:
         self.source = source
         self.args = args  # pg_dump's arguments without -f
         self.root = root
+        self.variable = variable  # the setting naming ``root``, for messages
         self.label = label
         self.folder: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -105,7 +112,7 @@ class DirectoryDumpProducer:
             errors.join()
             text = errors.text()
             if code != 0:
-                raise source_error("pg_dump", text, code)
+                raise self._failure(text, code)
             if self.stopped:
                 raise SourceError("pg_dump was stopped")
             if text.strip():
@@ -137,6 +144,15 @@ class DirectoryDumpProducer:
 
     def observer(self) -> RawObserver | None:
         return TarCheck(("toc.dat",))
+
+    def _failure(self, text: str, code: int) -> SourceError:
+        error = source_error("pg_dump", text, code)
+        if "no space left on device" not in text.lower():
+            return error
+        free = shutil.disk_usage(self.root).free
+        return SourceError(f"{error.message} (the temporary folder in {self.variable} {self.root}, {free} bytes free)",
+                           f"the directory format first writes the whole compressed dump there: free space in"
+                           f" {self.root}, or set TEMP_DIR to a folder with room for it")
 
     def _remove(self) -> None:
         if self.folder is not None:

@@ -28,7 +28,7 @@ from sentinel_backup.config import Settings
 from sentinel_backup.errors import BackupFailed, Interrupted, SentinelError, SourceError
 from sentinel_backup.interrupt import Stopper
 from sentinel_backup.keys import cipher_from_settings
-from sentinel_backup.logical.directory import DirectoryDumpProducer, temp_root
+from sentinel_backup.logical.directory import DirectoryDumpProducer, temp_root, temp_variable
 from sentinel_backup.logical.producer import PgDumpProducer
 from sentinel_backup.logical.selection import parse_options
 from sentinel_backup.model.manifest import Manifest, artifact_name, backup_id
@@ -227,7 +227,8 @@ class BackupRun:
                 "-d", conninfo(database)]
         label = f"pg_dump of {database}"
         if s.backup_format is BackupFormat.DIRECTORY:  # a folder, streamed as one tar when pg_dump is done
-            return DirectoryDumpProducer(self.source, args, root=temp_root(s), label=label)
+            return DirectoryDumpProducer(self.source, args, root=temp_root(s), label=label,
+                                         variable=temp_variable(s))
         return PgDumpProducer(self.source, self.source.command("pg_dump", *args), tool="pg_dump", label=label,
                               end_marker=s.backup_format is BackupFormat.PLAIN)
 
