@@ -43,6 +43,7 @@ from sentinel_backup.demo.cluster import TempCluster  # noqa: E402
 DEFAULT_SCALE = 90  # ~1.1 GiB of dump text (12.3 MiB per scale unit with the docs table)
 QUICK_SCALE = 6
 SMALL_DIVISOR = 5  # the memory check's small database is scale // 5 (>= 4x smaller)
+DIR_JOBS = 2  # PG_DUMP_JOBS of the directory-format modes (= the cores of the reference machine)
 MB = 1024 * 1024
 DB = "bench"
 DB_SMALL = "bench_small"
@@ -77,6 +78,9 @@ MODES: list[Mode] = [
          ("shell_gzip9_aes", "tool_gzip", "shell_gzip9"), True),
     Mode("tool_zstd_age", "backup", "sentinel-backup: zstd + age", "shell_zstd", ("shell_zstd", "tool_zstd"), True),
     Mode("tool_custom", "backup", "sentinel-backup: custom format", "shell_custom", ("shell_custom",), True),
+    Mode("shell_directory", "backup", f"pg_dump -Fd -j {DIR_JOBS} -f dir (raw, no tar, no hash)"),
+    Mode("tool_directory", "backup", f"sentinel-backup: directory format, PG_DUMP_JOBS={DIR_JOBS}", "shell_directory",
+         ("shell_directory", "tool_gzip", "tool_custom"), True),
     Mode("tool_gzip_s3", "backup", "sentinel-backup: gzip, local + S3 (SeaweedFS)", "shell_gzip9",
          ("tool_gzip", "shell_gzip9"), True),
     Mode("tool_gzip_small", "backup", f"sentinel-backup: gzip, small db (1/{SMALL_DIVISOR} scale)", None,
@@ -89,6 +93,8 @@ MODES: list[Mode] = [
     Mode("shell_restore_custom", "restore", "createdb; pg_restore -j2 f", None, ("tool_custom",)),
     Mode("tool_restore_custom", "restore", "sentinel-backup restore --jobs 2 (custom)", "shell_restore_custom",
          ("shell_restore_custom", "tool_custom"), True),
+    Mode("tool_restore_directory", "restore", "sentinel-backup restore --jobs 2 (directory)", "shell_restore_custom",
+         ("shell_restore_custom", "tool_directory"), True),
 ]
 BY_NAME = {m.name: m for m in MODES}
 
@@ -137,7 +143,8 @@ class Bench:
         for name in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD"):
             env.pop(name)
         env.update(self.cluster.env())
-        env.update({"POSTGRES_DB": DB, "LOG_LEVEL": "INFO", "SENTINEL_ENV_FILE": str(self.work / "no.env")})
+        env.update({"POSTGRES_DB": DB, "LOG_LEVEL": "INFO", "SENTINEL_ENV_FILE": str(self.work / "no.env"),
+                    "PYTHONPATH": str(ROOT / "src")})  # the code of this checkout, whatever the venv points at
         env.update(extra)
         return env
 
@@ -190,6 +197,7 @@ def run_backup(b: Bench, mode: Mode, rnd: int) -> Sample:
                            f"> {out}/f.sql.gz.enc && sha256sum {out}/f.sql.gz.enc > {out}/f.sha256",
         "shell_zstd": f"{dump} | zstd -3 -T0 -q > {out}/f.sql.zst && sha256sum {out}/f.sql.zst > {out}/f.sha256",
         "shell_custom": f"pg_dump -Fc -d {DB} > {out}/f.dump && sha256sum {out}/f.dump > {out}/f.sha256",
+        "shell_directory": f"pg_dump -Fd -j {DIR_JOBS} -d {DB} -f {out}/f.dir",
     }
     keys = b.work / "keys"
     age_pub = (keys / "age.pub").read_text().strip() if (keys / "age.pub").exists() else ""
@@ -203,13 +211,15 @@ def run_backup(b: Bench, mode: Mode, rnd: int) -> Sample:
         "tool_zstd_age": {"COMPRESSION": "zstd", "ENCRYPT_ENABLED": "true", "ENCRYPTION_METHOD": "age",
                           "AGE_RECIPIENTS": age_pub, "AGE_IDENTITY_FILE": str(keys / "age.key")},
         "tool_custom": {"BACKUP_FORMAT": "custom"},
+        "tool_directory": {"BACKUP_FORMAT": "directory", "PG_DUMP_JOBS": str(DIR_JOBS)},
         "tool_gzip_small": {"POSTGRES_DB": DB_SMALL},
         "tool_zstd_small": {"POSTGRES_DB": DB_SMALL, "COMPRESSION": "zstd"},
     }
     if mode.name in scripts:
         sample = measure(mode.name, rnd, shell(scripts[mode.name]), env=b.pg_env(), cwd=out, log=b.log)
         files = [p for p in out.iterdir() if p.name.startswith("f.") and not p.name.endswith("sha256")]
-        sample.stored_bytes = files[0].stat().st_size if files else None
+        sample.stored_bytes = (sum(f.stat().st_size for f in files[0].iterdir()) if files and files[0].is_dir()
+                               else files[0].stat().st_size if files else None)
     else:
         if mode.name == "tool_gzip_s3":
             assert b.s3 is not None and b.s3_bucket is not None
@@ -226,7 +236,7 @@ def run_backup(b: Bench, mode: Mode, rnd: int) -> Sample:
                 manifests = [p for p in out.glob("*.json")]
                 manifest = json.loads(manifests[0].read_text()) if manifests else {}
             sample.extra["raw_bytes"] = manifest.get("raw_size_bytes")
-    if mode.name in ("tool_gzip", "tool_custom") and sample.ok and mode.name not in b.keep:
+    if mode.name in ("tool_gzip", "tool_custom", "tool_directory") and sample.ok and mode.name not in b.keep:
         b.keep[mode.name] = out  # the first good artifact feeds the restore modes
     else:
         shutil.rmtree(out, ignore_errors=True)
@@ -235,7 +245,8 @@ def run_backup(b: Bench, mode: Mode, rnd: int) -> Sample:
 
 def run_restore(b: Bench, mode: Mode, rnd: int) -> Sample:
     target = f"restored_{mode.name}_{rnd}"
-    source = b.keep["tool_gzip" if "plain" in mode.name else "tool_custom"]
+    source = b.keep["tool_gzip" if "plain" in mode.name else
+                    "tool_directory" if "directory" in mode.name else "tool_custom"]
     artifact = artifact_in(source)
     create = f"psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE {target}'"
     try:
@@ -246,7 +257,7 @@ def run_restore(b: Bench, mode: Mode, rnd: int) -> Sample:
             argv = shell(f"{create} && pg_restore -j 2 --exit-on-error -d {target} {artifact}")
             sample = measure(mode.name, rnd, argv, env=b.pg_env(), cwd=b.work, log=b.log)
         else:
-            jobs = ["--jobs", "2"] if "custom" in mode.name else []
+            jobs = ["--jobs", "2"] if "plain" not in mode.name else []
             env = b.tool_env(BACKUP_DIR=str(source))
             argv = [TOOL, "restore", "latest", "--database", DB, "--target-db", target, "--create", *jobs]
             sample = measure(mode.name, rnd, argv, env=env, cwd=b.work, log=b.log)

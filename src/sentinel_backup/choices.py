@@ -24,6 +24,7 @@ class LogFormat(StrEnum):
 class BackupFormat(StrEnum):
     PLAIN = "plain"
     CUSTOM = "custom"
+    DIRECTORY = "directory"
 
 
 class Compression(StrEnum):

@@ -85,7 +85,14 @@ class Settings(BaseSettings):
     local_enabled: bool = Field(True, validation_alias=_env("LOCAL_ENABLED"))
     """Keep a copy in BACKUP_DIR (false: remote destinations only)."""
     backup_format: BackupFormat = Field(BackupFormat.PLAIN, validation_alias=_env("BACKUP_FORMAT"))
-    """`plain` (SQL, restorable with `gunzip -c | psql`) or `custom` (pg_restore, parallel restore)."""
+    """`plain` (SQL, restorable with `gunzip -c | psql`), `custom` (pg_restore, parallel restore) or `directory`
+    (`pg_dump -Fd -j PG_DUMP_JOBS`: parallel dump and restore, stored as one tar; needs pg_dump on this host)."""
+    pg_dump_jobs: int = Field(1, ge=1, le=64, validation_alias=_env("PG_DUMP_JOBS"))
+    """Parallel pg_dump workers (`pg_dump -j`; each holds one more server connection). Only with
+    BACKUP_FORMAT=directory; drills restore with as many pg_restore jobs."""
+    temp_dir: Path | None = Field(None, validation_alias=_env("TEMP_DIR"))
+    """Where BACKUP_FORMAT=directory dumps go before they are streamed (needs about the size of the compressed dump,
+    removed after each database). Default: BACKUP_DIR."""
     compression: Compression = Field(Compression.GZIP, validation_alias=_env("COMPRESSION"))
     """`gzip` (ISA-L, readable by gunzip), `zstd` (multi-threaded) or `none`."""
     compression_level: int | None = Field(None, ge=0, le=22, validation_alias=_env("COMPRESSION_LEVEL"))
@@ -261,7 +268,8 @@ class Settings(BaseSettings):
                      "minio_object_lock_days", "s3_retention_days", "minio_retention_days",
                      "retention_days", "retention_keep_last", "retention_keep_daily",
                      "retention_keep_weekly", "retention_keep_monthly", "retention_keep_yearly",
-                     "globals_enabled", "drill_port", "drill_password_file", "drill_sql_file", "metrics_file",
+                     "globals_enabled", "temp_dir", "drill_port", "drill_password_file", "drill_sql_file",
+                     "metrics_file",
                      mode="before")
     @classmethod
     def _empty_optional(cls, value: Any) -> Any:
@@ -306,6 +314,18 @@ class Settings(BaseSettings):
         if not [d for d in value.split(",") if d.strip()]:
             raise ValueError("names no database")
         return value
+
+    @model_validator(mode="after")
+    def _directory_format(self) -> Settings:
+        if self.pg_dump_jobs > 1 and self.backup_format is not BackupFormat.DIRECTORY:
+            raise ValueError(f"PG_DUMP_JOBS={self.pg_dump_jobs} needs BACKUP_FORMAT=directory"
+                             " (pg_dump runs parallel only for the directory format); set PG_DUMP_JOBS=1 or"
+                             " BACKUP_FORMAT=directory")
+        if self.backup_format is BackupFormat.DIRECTORY and self.postgres_container:
+            raise ValueError("BACKUP_FORMAT=directory needs pg_dump on this host (it writes a folder), not in"
+                             " POSTGRES_CONTAINER; use BACKUP_FORMAT=custom in container mode, or connect directly"
+                             " (POSTGRES_HOST/POSTGRES_PORT) with matching client tools")
+        return self
 
     @model_validator(mode="after")
     def _levels_per_algorithm(self) -> Settings:

@@ -19,6 +19,11 @@ from sentinel_backup.config import Settings
 BEGIN = "<!-- BEGIN GENERATED REFERENCE -->"
 END = "<!-- END GENERATED REFERENCE -->"
 
+def one_line(text: str | None) -> str:
+    """A field's doc on one line (a multi-line docstring would break the table and .env.example)."""
+    return " ".join((text or "").split())
+
+
 SECTIONS = [
     ("Source", "postgres_user"), ("Backup", "backup_dir"), ("Encryption", "encrypt_enabled"),
     ("S3", "s3_enabled"), ("MinIO", "minio_enabled"), ("Retention", "retention_days"),
@@ -33,7 +38,8 @@ EXAMPLES: dict[str, str] = {
     "PG_BIN_DIR": "/usr/lib/postgresql/16/bin", "BACKUP_DIR": "/var/backups/sentinel/postgres",
     "LOCAL_ENABLED": "false", "BACKUP_FORMAT": "custom", "COMPRESSION": "zstd", "COMPRESSION_LEVEL": "9",
     "COMPRESSION_THREADS": "2", "MIN_BACKUP_SIZE": "4096", "VERIFY_AFTER_BACKUP": "restore",
-    "PG_DUMP_OPTIONS": "--exclude-table-data=audit.*", "LOCK_WAIT_TIMEOUT": "5m", "BACKUP_GLOBALS": "true",
+    "PG_DUMP_OPTIONS": "--exclude-table-data=audit.*", "PG_DUMP_JOBS": "4", "TEMP_DIR": "/var/tmp/sentinel",
+    "LOCK_WAIT_TIMEOUT": "5m", "BACKUP_GLOBALS": "true",
     "ENCRYPT_ENABLED": "true",
     "ENCRYPTION_METHOD": "age", "ENCRYPTION_KEY_PATH": "/etc/sentinel/backup.key",
     "AGE_RECIPIENTS": "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
@@ -88,7 +94,7 @@ def rows() -> list[tuple[str, str, str, str, str]]:
         section = starts.get(name, section)
         names = variables(name)
         out.append((section, " or ".join(f"`{n}`" for n in names), default_text(field.default),
-                    f"`{EXAMPLES[names[0]]}`", (field.description or "").replace("|", "\\|")))
+                    f"`{EXAMPLES[names[0]]}`", one_line(field.description).replace("|", "\\|")))
     return out
 
 
@@ -113,7 +119,7 @@ def env_example() -> str:
             lines += ["", f"# --- {section} ---"]
             current = section
         variable = variables(name)[0]
-        lines.append(f"# {field.description}")
+        lines.append(f"# {one_line(field.description)}")
         if field.default is PydanticUndefined:
             lines.append(f"{variable}={EXAMPLES[variable]}")
         else:

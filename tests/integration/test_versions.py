@@ -52,24 +52,26 @@ def env_for(server: TempCluster, database: str, folder: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sample", [15, 16, 18], indirect=True, ids=["pg15", "pg16", "pg18"])
-@pytest.mark.parametrize("backup_format", ["plain", "custom"])
+@pytest.mark.parametrize("backup_format", ["plain", "custom", "directory"])
 def test_roundtrip_and_drill_on_each_major(sample: tuple[TempCluster, str], backup_format: str,
                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server, database = sample
     monkeypatch.chdir(tmp_path)
-    env = {**env_for(server, database, tmp_path / "backups"), "BACKUP_FORMAT": backup_format}
+    env = {**env_for(server, database, tmp_path / "backups"), "BACKUP_FORMAT": backup_format,
+           "PG_DUMP_JOBS": "2" if backup_format == "directory" else "1"}
     result = cli(env, "backup")
     assert result.code == 0, result.output
     [item] = cli(env, "list", "--json").json()
     manifest = json.loads((tmp_path / "backups" / f"{item['locations']['local']['path']}.manifest.json").read_text())
     assert manifest["server_version"] == server.psql("SHOW server_version")
+    assert manifest["format"] == backup_format
     assert manifest["pg_dump_version"].startswith(f"pg_dump (PostgreSQL) {request_major(server)}.")
     assert cli(env, "verify", "latest").code == 0
     drill = cli(env, "verify", "latest", "--restore")
     assert drill.code == 0, drill.output
     target = f"{database}_back"
     restored = cli(env, "restore", "latest", "--target-db", target, "--create",
-                   *(["--jobs", "2"] if backup_format == "custom" else []))
+                   *(["--jobs", "2"] if backup_format != "plain" else []))
     assert restored.code == 0, restored.output
     try:
         expected = content(server, database)

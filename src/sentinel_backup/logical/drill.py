@@ -111,7 +111,7 @@ class Drill:
             self.restorer.check_stored(storage, manifest)
             with self.restorer.scratch_database(scratch, create_hint=DRILL_SERVER_HINT):
                 t0 = time.monotonic()
-                result = self.restorer.restore_into(entry, storage, scratch)
+                result = self.restorer.restore_into(entry, storage, scratch, jobs=self.settings.pg_dump_jobs)
                 report.restore_seconds = round(time.monotonic() - t0, 3)
                 report.tables_checked = len(result.actual)
                 report.differences = {k: {"manifest": a, "restored": b} for k, (a, b) in result.differences.items()}

@@ -47,6 +47,7 @@ from sentinel_backup.errors import (
     SourceError,
 )
 from sentinel_backup.interrupt import StopSignals, stop_children
+from sentinel_backup.logical.directory import restore_directory
 from sentinel_backup.logical.selective import RestoreSelection, check_selection, require_archive
 from sentinel_backup.model.catalog import Entry
 from sentinel_backup.model.manifest import Manifest
@@ -356,7 +357,10 @@ class Restorer:
             for schema in selection.schemas_needed(manifest.tables) if selection is not None else []:
                 self.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}", database)
         try:
-            if manifest.format == "custom" and jobs > 1 and not self.settings.postgres_container:
+            if manifest.format == "directory":
+                restore_directory(self.source, self.settings, manifest, storage, database, jobs, self.progress,
+                                  selection=chosen)
+            elif manifest.format == "custom" and jobs > 1 and not self.settings.postgres_container:
                 self._restore_parallel(manifest, storage, database, jobs, chosen)
             else:
                 if manifest.format == "custom" and jobs > 1:

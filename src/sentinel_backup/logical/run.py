@@ -28,11 +28,13 @@ from sentinel_backup.config import Settings
 from sentinel_backup.errors import BackupFailed, Interrupted, SentinelError, SourceError
 from sentinel_backup.interrupt import Stopper
 from sentinel_backup.keys import cipher_from_settings
+from sentinel_backup.logical.directory import DirectoryDumpProducer, temp_root, temp_variable
 from sentinel_backup.logical.producer import PgDumpProducer
 from sentinel_backup.logical.selection import parse_options
 from sentinel_backup.model.manifest import Manifest, artifact_name, backup_id
 from sentinel_backup.pg.source import Snapshot, Source, conninfo
 from sentinel_backup.pipeline.commit import Committed, commit, unique_key
+from sentinel_backup.pipeline.producer import Producer
 from sentinel_backup.pipeline.write import Encoding, Written, write_stream
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.streams.compress import EXTENSIONS
@@ -75,16 +77,21 @@ class RunResult:
 
 
 def stream_compression(settings: Settings, kind: str) -> Compression:
-    """Compression applied by our stream. Custom-format dumps are compressed by pg_dump
-    itself (so the artifact stays usable by ``pg_restore -j`` directly); ours is none."""
-    if kind == "database" and settings.backup_format is BackupFormat.CUSTOM:
+    """Compression applied by our stream. Custom- and directory-format dumps are compressed by
+    pg_dump itself (so the artifact stays usable by ``pg_restore -j`` directly); ours is none."""
+    if dump_format(settings, kind) != "plain":
         return Compression.NONE
     return settings.compression
 
 
+def dump_format(settings: Settings, kind: str) -> str:
+    """The manifest's ``format``: globals are always plain SQL."""
+    return settings.backup_format.value if kind == "database" else "plain"
+
+
 def extension(settings: Settings, kind: str, cipher: Cipher | None) -> str:
-    custom = kind == "database" and settings.backup_format is BackupFormat.CUSTOM
-    base = ".dump" if custom else ".sql" + EXTENSIONS[settings.compression]
+    fmt = dump_format(settings, kind)
+    base = {"custom": ".dump", "directory": ".dir.tar"}.get(fmt, ".sql" + EXTENSIONS[settings.compression])
     return base + (cipher.extension if cipher is not None else "")
 
 
@@ -209,13 +216,7 @@ class BackupRun:
         else:
             with self.source.snapshot(outcome.database, hashes=s.manifest_table_hashes, selection=self.selection,
                                       lock_timeout=s.lock_wait) as snap:
-                custom = s.backup_format is BackupFormat.CUSTOM
-                fmt = ["-F", "c", *custom_compression_args(s)] if custom else ["-F", "p"]
-                args = ["--snapshot", snap.id, *fmt, *lock_wait_args(s), *self.extra_args,
-                        "-d", conninfo(outcome.database)]
-                producer = PgDumpProducer(self.source, self.source.command("pg_dump", *args), tool="pg_dump",
-                                          label=f"pg_dump of {outcome.database}", end_marker=not custom)
-                written = self._write(producer, name, encoding)
+                written = self._write(self._dump_producer(outcome.database, snap.id), name, encoding)
         try:
             self.stopper.check()
             manifest = self._manifest(outcome, name, begin, time.monotonic() - t0, snap, written, encoding)
@@ -224,14 +225,28 @@ class BackupRun:
             raise
         self._commit(outcome, written, manifest)
 
-    def _write(self, producer: PgDumpProducer, name: str, encoding: Encoding) -> Written:
+    def _dump_producer(self, database: str, snapshot: str) -> Producer:
+        """pg_dump of ``database`` in ``snapshot``, in BACKUP_FORMAT."""
+        s = self.settings
+        fmt = {BackupFormat.PLAIN: ["-F", "p"], BackupFormat.CUSTOM: ["-F", "c", *custom_compression_args(s)],
+               BackupFormat.DIRECTORY: ["-F", "d", "-j", str(s.pg_dump_jobs), *custom_compression_args(s)]}
+        args = ["--snapshot", snapshot, *fmt[s.backup_format], *lock_wait_args(s), *self.extra_args,
+                "-d", conninfo(database)]
+        label = f"pg_dump of {database}"
+        if s.backup_format is BackupFormat.DIRECTORY:  # a folder, streamed as one tar when pg_dump is done
+            return DirectoryDumpProducer(self.source, args, root=temp_root(s), label=label,
+                                         variable=temp_variable(s))
+        return PgDumpProducer(self.source, self.source.command("pg_dump", *args), tool="pg_dump", label=label,
+                              end_marker=s.backup_format is BackupFormat.PLAIN)
+
+    def _write(self, producer: Producer, name: str, encoding: Encoding) -> Written:
         return write_stream(producer, name, self.destinations, encoding, verify=self.settings.verify_after_backup,
                             stopper=self.stopper, progress=self.progress)
 
     def _manifest(self, outcome: Outcome, name: str, begin: datetime, seconds: float, snap: Snapshot | None,
                   written: Written, encoding: Encoding) -> Manifest:
         s = self.settings
-        fmt = "custom" if s.backup_format is BackupFormat.CUSTOM and outcome.kind == "database" else "plain"
+        fmt = dump_format(s, outcome.kind)
         raw, stored = written.raw, written.stored
         return Manifest(
             id=backup_id(name), kind=outcome.kind, database=outcome.database, artifact=name,  # type: ignore[arg-type]

@@ -22,7 +22,8 @@ SHA256_SUFFIX = ".sha256"
 DRILL_SUFFIX = ".drill.json"  # the drill record beside an artifact (written by drill.Drill)
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _STAMP = r"\d{8}T\d{6}Z"
-_NAME = re.compile(rf"^(?:{PREFIX}(?P<db>.+)|{GLOBALS_PREFIX[:-1]})_(?P<stamp>{_STAMP})(?P<ext>\.(?:sql|dump)\S*)$")
+_EXT = r"sql|dump|dir\.tar"  # plain (.sql[.gz|.zst]), custom, directory (a tar of the folder)
+_NAME = re.compile(rf"^(?:{PREFIX}(?P<db>.+)|{GLOBALS_PREFIX[:-1]})_(?P<stamp>{_STAMP})(?P<ext>\.(?:{_EXT})\S*)$")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # Files of the original shell version (``sentinel_backup_<db>_<YYYYMMDD_HHMMSS>.sql.gz[.enc]``, no
 # manifest). The database and the date are optional: old scripts wrote other variants.

@@ -28,6 +28,7 @@ from sentinel_backup.storage.base import ObjectInfo, Storage
 from sentinel_backup.streams.base import NullSink, pump
 from sentinel_backup.streams.crypto import Cipher
 from sentinel_backup.streams.digest import Digest
+from sentinel_backup.streams.tar import TarCheck
 
 
 @dataclass
@@ -52,6 +53,8 @@ def observer_for(manifest: Manifest) -> RawObserver | None:
     kind of backup adds its own (a base backup's tar end-of-archive)."""
     if manifest.kind in ("database", "globals") and manifest.format == "plain":
         return EndMarker()
+    if manifest.format == "directory":
+        return TarCheck()  # pg_dump -Fd's folder as a tar: end-of-archive and toc.dat
     return None
 
 

@@ -36,7 +36,8 @@ def restore(
     terminate_sessions: Annotated[bool, typer.Option(
         "--terminate-sessions", help="With --clean: terminate sessions on the target at the swap (else refuse).")]
     = False,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel jobs (custom format).")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1,
+                                      help="Parallel pg_restore jobs (custom and directory formats).")] = 1,
     database: Annotated[str | None, typer.Option("--database", help="With `latest`: of this database.")] = None,
     source: Annotated[str | None, typer.Option("--from", help="Destination to read from: local, s3, minio.")]
     = None,
