@@ -1,10 +1,11 @@
 """The write pipeline: one producer's raw stream, once, to every destination.
 
 ```
-producer.start() ─► Digest(raw) ─► compressor ─► encryptor ─► Digest(stored) ─► Tee ─► FanOut ─► writer per destination
-                                                                                 └──► StreamCheck (decodes in a thread;
-                                                                                      the producer's RawObserver judges
-                                                                                      the decoded raw bytes)
+producer.start() ─► Digest(raw) ─► keep ─► compressor ─► encryptor ─► Digest(stored) ─► Tee ─► FanOut ─► writers
+                                    │                                                   └──► StreamCheck (a thread)
+                                    └── raw chunks, kept until decoded ────────────────────► decoded == raw, byte
+                                                                                             for byte; then the
+                                                                                             producer's RawObserver
 ```
 
 :func:`write_stream` knows no producer: pg_dump, pg_basebackup or anything else that
@@ -31,7 +32,7 @@ from sentinel_backup.pipeline.producer import Producer
 from sentinel_backup.pipeline.read import StreamCheck
 from sentinel_backup.storage.base import ObjectWriter, Storage
 from sentinel_backup.storage.fanout import FanOut
-from sentinel_backup.streams.base import Sink, Tee, pump
+from sentinel_backup.streams.base import Handoff, Sink, Tee, pump
 from sentinel_backup.streams.compress import EXTENSIONS, compressor
 from sentinel_backup.streams.crypto import Cipher
 from sentinel_backup.streams.digest import Digest
@@ -125,7 +126,12 @@ def write_stream(producer: Producer, key: str, destinations: list[Storage], enco
     inner: Sink = encoding.cipher.encryptor(stored) if encoding.cipher else stored
     if check is not None and not taps_stored:
         inner = Tee(inner, check.sink)  # age without an identity here: decode the compressed bytes
-    raw = Digest(compressor(encoding.compression, encoding.level, inner, threads=encoding.threads))
+    encode = compressor(encoding.compression, encoding.level, inner, threads=encoding.threads)
+    # Compression (and what follows it: encryption, the stored hash, the writes) runs in a
+    # thread of its own, so reading and hashing the producer's stream overlap with it.
+    staged = Handoff(encode, depth=2) if encoding.compression is not Compression.NONE else None
+    first = staged if staged is not None else encode
+    raw = Digest(check.raw_tap(first) if check is not None else first)
 
     def tick(n: int) -> None:
         stopper.check()
@@ -140,6 +146,8 @@ def write_stream(producer: Producer, key: str, destinations: list[Storage], enco
             pump(stream, raw, progress=tick)
     except BaseException:
         producer.stop()  # a pg_dump gets SIGINT first and cancels its query on the server
+        if staged is not None:
+            staged.abort()  # first: its thread may be feeding the check and the writers
         if check is not None:
             check.abort()
         fanout.abort()
@@ -158,7 +166,8 @@ def write_stream(producer: Producer, key: str, destinations: list[Storage], enco
             fanout.abort()
             raise BackupFailed("in-stream verification failed: " + "; ".join(
                 f"{c.name}: {c.detail}" for c in failures), "nothing was committed; report this if it repeats")
-        logger.debug("In-stream verification passed", extra=log.fields(raw_bytes=raw.size, decrypted=taps_stored))
+        logger.debug("In-stream verification passed", extra=log.fields(
+            raw_bytes=raw.size, decrypted=taps_stored, raw_kept_peak_bytes=check.window.peak))
     return Written(key, raw, stored, fanout)
 
 
