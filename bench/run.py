@@ -75,7 +75,7 @@ MODES: list[Mode] = [
     Mode("tool_zstd", "backup", "sentinel-backup: zstd", "shell_zstd", ("shell_zstd", "shell_gzip9"), True),
     Mode("tool_gzip_aes", "backup", "sentinel-backup: gzip + AES-256-CBC", "shell_gzip9_aes",
          ("shell_gzip9_aes", "tool_gzip", "shell_gzip9"), True),
-    Mode("tool_zstd_workers1", "backup", "sentinel-backup: zstd, COMPRESSION_THREADS=1", "shell_zstd",
+    Mode("tool_zstd_workers0", "backup", "sentinel-backup: zstd, COMPRESSION_THREADS=0", "shell_zstd",
          ("shell_zstd", "tool_zstd"), True),
     Mode("before_gzip", "backup", "the tool of --before-src: gzip (default)", "shell_gzip9", ("shell_gzip9",), True),
     Mode("before_zstd", "backup", "the tool of --before-src: zstd", "shell_zstd", ("shell_zstd",), True),
@@ -204,7 +204,7 @@ def run_backup(b: Bench, mode: Mode, rnd: int) -> Sample:
         "tool_gzip_noverify": {"VERIFY_AFTER_BACKUP": "none"},
         "tool_gzip_reread": {"VERIFY_AFTER_BACKUP": "reread"},
         "tool_zstd": {"COMPRESSION": "zstd"},
-        "tool_zstd_workers1": {"COMPRESSION": "zstd", "COMPRESSION_THREADS": "1"},
+        "tool_zstd_workers0": {"COMPRESSION": "zstd", "COMPRESSION_THREADS": "0"},
         "before_gzip": {"PYTHONPATH": b.before_src},
         "before_zstd": {"COMPRESSION": "zstd", "PYTHONPATH": b.before_src},
         "tool_gzip_aes": {"ENCRYPT_ENABLED": "true", "ENCRYPTION_METHOD": "aes-256-cbc",
@@ -453,12 +453,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-log", help="copy the commands' log here before cleaning up")
     parser.add_argument("--before-src", help="the src/ folder of an older tree (e.g. a `git archive` of main): "
                         "adds the modes before_gzip and before_zstd, run with that code, for before/after in one run")
+    parser.add_argument("--skip", help="comma-separated modes not to run, baselines included (e.g. shell_gzip9)")
     args = parser.parse_args(argv)
     scale = args.scale or (QUICK_SCALE if args.quick else DEFAULT_SCALE)
     small = max(1, scale // SMALL_DIVISOR)
     modes = select_modes(args.modes.split(",") if args.modes else None)
     if not args.before_src:
         modes = [m for m in modes if not m.name.startswith("before_")]
+    if args.skip:
+        modes = [m for m in modes if m.name not in args.skip.split(",")]
     if args.no_s3:
         modes = [m for m in modes if m.name != "tool_gzip_s3"]
     samples: dict[str, list[Sample]] = {m.name: [] for m in modes}

@@ -108,7 +108,7 @@ class Flip:
 
 
 @pytest.mark.parametrize(("compression", "threads", "bound"), [
-    (Compression.GZIP, 0, 6 * MIB), (Compression.ZSTD, 0, 6 * MIB), (Compression.ZSTD, 1, 40 * MIB),
+    (Compression.GZIP, 0, 6 * MIB), (Compression.ZSTD, 0, 6 * MIB), (Compression.ZSTD, 1, 16 * MIB),
     (Compression.NONE, 0, 4 * MIB)])
 def test_stream_check_passes_a_good_stream_with_bounded_memory(compression: Compression, threads: int,
                                                                bound: int) -> None:

@@ -32,7 +32,7 @@ from sentinel_backup.pipeline.producer import Producer
 from sentinel_backup.pipeline.read import StreamCheck
 from sentinel_backup.storage.base import ObjectWriter, Storage
 from sentinel_backup.storage.fanout import FanOut
-from sentinel_backup.streams.base import Handoff, Sink, Tee, pump
+from sentinel_backup.streams.base import Sink, Tee, pump
 from sentinel_backup.streams.compress import EXTENSIONS, compressor
 from sentinel_backup.streams.crypto import Cipher
 from sentinel_backup.streams.digest import Digest
@@ -127,11 +127,9 @@ def write_stream(producer: Producer, key: str, destinations: list[Storage], enco
     if check is not None and not taps_stored:
         inner = Tee(inner, check.sink)  # age without an identity here: decode the compressed bytes
     encode = compressor(encoding.compression, encoding.level, inner, threads=encoding.threads)
-    # Compression (and what follows it: encryption, the stored hash, the writes) runs in a
-    # thread of its own, so reading and hashing the producer's stream overlap with it.
-    staged = Handoff(encode, depth=2) if encoding.compression is not Compression.NONE else None
-    first = staged if staged is not None else encode
-    raw = Digest(check.raw_tap(first) if check is not None else first)
+    # Compression stays in this thread, on the chunk just hashed (a thread of its own for it
+    # measured slower: 2026-12-03, docs/performance.md); zstd's workers run beside it.
+    raw = Digest(check.raw_tap(encode) if check is not None else encode)
 
     def tick(n: int) -> None:
         stopper.check()
@@ -146,8 +144,6 @@ def write_stream(producer: Producer, key: str, destinations: list[Storage], enco
             pump(stream, raw, progress=tick)
     except BaseException:
         producer.stop()  # a pg_dump gets SIGINT first and cancels its query on the server
-        if staged is not None:
-            staged.abort()  # first: its thread may be feeding the check and the writers
         if check is not None:
             check.abort()
         fanout.abort()
