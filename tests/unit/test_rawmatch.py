@@ -9,8 +9,8 @@ import pytest
 
 from sentinel_backup.choices import Compression
 from sentinel_backup.errors import VerifyFailed
+from sentinel_backup.pipeline.instream import StreamCheck
 from sentinel_backup.pipeline.rawmatch import RawWindow, StreamMismatch
-from sentinel_backup.pipeline.read import StreamCheck
 from sentinel_backup.streams.base import CHUNK, Sink, Tee
 from sentinel_backup.streams.compress import ZSTD_JOB_SIZE, compressor
 from sentinel_backup.streams.crypto import AesCipher

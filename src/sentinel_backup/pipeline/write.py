@@ -28,8 +28,8 @@ from sentinel_backup.config import Settings
 from sentinel_backup.errors import BackupFailed
 from sentinel_backup.interrupt import Stopper
 from sentinel_backup.model.manifest import CompressionInfo, EncryptionInfo
+from sentinel_backup.pipeline.instream import StreamCheck
 from sentinel_backup.pipeline.producer import Producer
-from sentinel_backup.pipeline.read import StreamCheck
 from sentinel_backup.storage.base import ObjectWriter, Storage
 from sentinel_backup.storage.fanout import FanOut
 from sentinel_backup.streams.base import Sink, Tee, pump
