@@ -76,6 +76,10 @@ MODES: list[Mode] = [
     Mode("tool_zstd", "backup", "sentinel-backup: zstd", "shell_zstd", ("shell_zstd", "shell_gzip9"), True),
     Mode("tool_gzip_aes", "backup", "sentinel-backup: gzip + AES-256-CBC", "shell_gzip9_aes",
          ("shell_gzip9_aes", "tool_gzip", "shell_gzip9"), True),
+    Mode("tool_zstd_workers0", "backup", "sentinel-backup: zstd, COMPRESSION_THREADS=0", "shell_zstd",
+         ("shell_zstd", "tool_zstd"), True),
+    Mode("before_gzip", "backup", "the tool of --before-src: gzip (default)", "shell_gzip9", ("shell_gzip9",), True),
+    Mode("before_zstd", "backup", "the tool of --before-src: zstd", "shell_zstd", ("shell_zstd",), True),
     Mode("tool_zstd_age", "backup", "sentinel-backup: zstd + age", "shell_zstd", ("shell_zstd", "tool_zstd"), True),
     Mode("tool_custom", "backup", "sentinel-backup: custom format", "shell_custom", ("shell_custom",), True),
     Mode("shell_directory", "backup", f"pg_dump -Fd -j {DIR_JOBS} -f dir (raw, no tar, no hash)"),
@@ -124,6 +128,7 @@ class Bench:
     s3: Any = None  # tests/plugins/s3.py WeedServer, when it started
     s3_bucket: str | None = None
     keep: dict[str, Path] = field(default_factory=dict)  # mode -> backup dir kept for the restores
+    before_src: str = ""  # --before-src: the src/ folder of the code the before_* modes run
     counter: int = 0
 
     @property
@@ -206,6 +211,9 @@ def run_backup(b: Bench, mode: Mode, rnd: int) -> Sample:
         "tool_gzip_noverify": {"VERIFY_AFTER_BACKUP": "none"},
         "tool_gzip_reread": {"VERIFY_AFTER_BACKUP": "reread"},
         "tool_zstd": {"COMPRESSION": "zstd"},
+        "tool_zstd_workers0": {"COMPRESSION": "zstd", "COMPRESSION_THREADS": "0"},
+        "before_gzip": {"PYTHONPATH": b.before_src},
+        "before_zstd": {"COMPRESSION": "zstd", "PYTHONPATH": b.before_src},
         "tool_gzip_aes": {"ENCRYPT_ENABLED": "true", "ENCRYPTION_METHOD": "aes-256-cbc",
                           "ENCRYPTION_KEY_PATH": str(key)},
         "tool_zstd_age": {"COMPRESSION": "zstd", "ENCRYPT_ENABLED": "true", "ENCRYPTION_METHOD": "age",
@@ -344,7 +352,9 @@ def targets(samples: dict[str, list[Sample]], summary: dict[str, dict[str, Any]]
         Target("gzip: faster than pg_dump | gzip -9", ">= 4x",
                paired(samples, "shell_gzip9", "tool_gzip", wall), 4.0, higher_is_better=True),
         Target("gzip: size vs gzip -9", "<= 1.25x", get("tool_gzip", "x_gzip9_size"), 1.25),
+        Target("gzip: this tree vs --before-src", "<= 1.0x", paired(samples, "tool_gzip", "before_gzip", wall), 1.0),
         Target("zstd: wall vs floor", "<= 1.3x", get("tool_zstd", "x_floor"), 1.3),
+        Target("zstd: this tree vs --before-src", "<= 1.0x", paired(samples, "tool_zstd", "before_zstd", wall), 1.0),
         Target("zstd: size vs gzip -9", "<= 1.0x", get("tool_zstd", "x_gzip9_size"), 1.0),
         Target("AES adds to gzip", "<= 1.10x", paired(samples, "tool_gzip_aes", "tool_gzip", wall), 1.10),
         Target("age adds to zstd", "<= 1.10x", paired(samples, "tool_zstd_age", "tool_zstd", wall), 1.10),
@@ -408,7 +418,7 @@ def bench_environment(args: argparse.Namespace, modes: list[Mode]) -> Iterator[B
     cluster = TempCluster(base=base, settings={
         "max_wal_size": "8GB", "checkpoint_timeout": "30min", "maintenance_work_mem": "256MB",
         "autovacuum": "off", "max_parallel_maintenance_workers": "1"})
-    b = Bench(work, cluster, log)
+    b = Bench(work, cluster, log, before_src=str(Path(args.before_src).resolve()) if args.before_src else "")
     try:
         (work / "tmp").mkdir()
         keys = work / "keys"
@@ -451,10 +461,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-s3", action="store_true", help="skip the local + S3 mode")
     parser.add_argument("--workdir", help="parent folder of the cluster and the artifacts (default: TMPDIR)")
     parser.add_argument("--keep-log", help="copy the commands' log here before cleaning up")
+    parser.add_argument("--before-src", help="the src/ folder of an older tree (e.g. a `git archive` of main): "
+                        "adds the modes before_gzip and before_zstd, run with that code, for before/after in one run")
+    parser.add_argument("--skip", help="comma-separated modes not to run, baselines included (e.g. shell_gzip9)")
     args = parser.parse_args(argv)
     scale = args.scale or (QUICK_SCALE if args.quick else DEFAULT_SCALE)
     small = max(1, scale // SMALL_DIVISOR)
     modes = select_modes(args.modes.split(",") if args.modes else None)
+    if not args.before_src:
+        modes = [m for m in modes if not m.name.startswith("before_")]
+    if args.skip:
+        modes = [m for m in modes if m.name not in args.skip.split(",")]
     if args.no_s3:
         modes = [m for m in modes if m.name != "tool_gzip_s3"]
     samples: dict[str, list[Sample]] = {m.name: [] for m in modes}

@@ -90,11 +90,13 @@ def drill_checks(settings: Settings, catalog: Catalog, destinations: list[Storag
     for entry in catalog.entries:
         if entry.manifest.kind == "database":
             newest.setdefault(entry.manifest.database, entry)
+    results: list[CheckResult] = []
+    if not newest:
+        return results
     from sentinel_backup.logical.drill import (
         read_record,  # the drill module pulls in the restore machinery: only when needed
     )
 
-    results = []
     for database, entry in newest.items():
         record = None
         for dest_name, key in entry.locations.items():
@@ -153,7 +155,9 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
     results.append(_attempt("pg_dump", lambda: source.matched_tools().describe()))
 
     def encryption() -> str:
-        from sentinel_backup.keys import cipher_from_settings
+        if not settings.encrypt_enabled:
+            return "disabled"
+        from sentinel_backup.keys import cipher_from_settings  # cryptography: only when it is used
 
         cipher = cipher_from_settings(settings)
         return "disabled" if cipher is None else f"{cipher.method}, key {cipher.key_id}"

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
         case_sensitive=True,
         populate_by_name=False,
         use_enum_values=False,
-        use_attribute_docstrings=True,
+        # Field docstrings are the reference's text (config_docs reads them from the source); pydantic's
+        # use_attribute_docstrings would parse this file on every start (~60% of building the model).
         env_ignore_empty=True,  # `LOG_LEVEL=` means unset: the .env value or the default applies
     )
     # not settings: what load_settings found besides them (see there)
@@ -280,7 +281,9 @@ class Settings(BaseSettings):
     @field_validator("webhook_url")
     @classmethod
     def _webhooks(cls, value: str | None) -> str | None:
-        from sentinel_backup.notify import split_target
+        if not value:
+            return value
+        from sentinel_backup.notify import split_target  # http.client, email: only when a webhook is set
 
         for item in (value or "").split(","):
             if item.strip():

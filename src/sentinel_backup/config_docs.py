@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import sys
 from enum import Enum
 from pathlib import Path
@@ -66,6 +68,19 @@ EXAMPLES: dict[str, str] = {
 }
 
 
+def descriptions() -> dict[str, str]:
+    """Each setting's docstring (the string below its field in the Settings class), read from the source
+    here rather than by pydantic at every start (``use_attribute_docstrings`` parses the source each time)."""
+    tree = ast.parse(inspect.getsource(sys.modules[Settings.__module__]))
+    [cls] = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == Settings.__name__]
+    found: dict[str, str] = {}
+    for field, doc in zip(cls.body, cls.body[1:], strict=False):
+        if (isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name) and isinstance(doc, ast.Expr)
+                and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+            found[field.target.id] = inspect.cleandoc(doc.value.value)
+    return found
+
+
 def variables(name: str) -> list[str]:
     alias = Settings.model_fields[name].validation_alias
     if isinstance(alias, AliasChoices):
@@ -90,11 +105,12 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     starts = {field: title for title, field in SECTIONS}
     section = SECTIONS[0][0]
     out = []
+    texts = descriptions()
     for name, field in Settings.model_fields.items():
         section = starts.get(name, section)
         names = variables(name)
         out.append((section, " or ".join(f"`{n}`" for n in names), default_text(field.default),
-                    f"`{EXAMPLES[names[0]]}`", one_line(field.description).replace("|", "\\|")))
+                    f"`{EXAMPLES[names[0]]}`", one_line(texts.get(name)).replace("|", "\\|")))
     return out
 
 
@@ -113,13 +129,14 @@ def env_example() -> str:
     lines = ["# Sentinel Backup settings: every variable with its default (commented out where it has one).",
              "# The environment wins over this file. Reference: docs/configuration.md", ""]
     current = None
+    texts = descriptions()
     for name, field in Settings.model_fields.items():
         section = next((t for t, f in SECTIONS if f == name), None)
         if section and section != current:
             lines += ["", f"# --- {section} ---"]
             current = section
         variable = variables(name)[0]
-        lines.append(f"# {one_line(field.description)}")
+        lines.append(f"# {one_line(texts.get(name))}")
         if field.default is PydanticUndefined:
             lines.append(f"{variable}={EXAMPLES[variable]}")
         else:

@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 import typer
 
 from sentinel_backup import __version__, log
+from sentinel_backup.cli.lean import lazy_typer_coercion, no_pydantic_plugins
 
 if TYPE_CHECKING:
     from sentinel_backup.config import Settings
 
 _logger = log.get("config")
+no_pydantic_plugins()
+lazy_typer_coercion()
 
 app = typer.Typer(
     name="sentinel-backup",

@@ -1,6 +1,7 @@
-"""The in-stream check: the stored bytes decoded *while they are written*, so a backup knows
-that its stream decodes to exactly what the producer wrote without a second decoding pass.
-It uses the read pipeline's decode chain (``pipeline.read``)."""
+"""The in-stream check: the stored bytes decoded *while they are written*, and compared byte
+for byte with what the producer wrote, so a backup knows that its stream decodes to exactly
+the producer's bytes without a second decoding pass (``pipeline.rawmatch`` keeps the raw
+chunks until their decoded copy arrives)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from sentinel_backup.choices import Compression
 from sentinel_backup.errors import SentinelError, VerifyFailed
 from sentinel_backup.model.check import Check
 from sentinel_backup.pipeline.producer import RawObserver
-from sentinel_backup.pipeline.read import decoder_for
-from sentinel_backup.streams.base import Handoff, NullSink, Sink
+from sentinel_backup.pipeline.rawmatch import RawWindow, StreamMismatch
+from sentinel_backup.streams.base import Handoff, Sink, Tee
+from sentinel_backup.streams.compress import decompressor
 from sentinel_backup.streams.crypto import Cipher
 from sentinel_backup.streams.digest import Digest
 
@@ -20,43 +22,65 @@ class StreamCheck:
     ``sink`` receives a copy of every stored chunk (after encryption when ``cipher`` can
     decrypt; otherwise the compressed bytes before encryption, e.g. age without
     AGE_IDENTITY_FILE on the backup host) and decodes it in its own thread behind a queue
-    of two chunks, so memory stays bounded and the producer only waits when decoding
-    falls behind. :meth:`checks` then compares what it decoded with the producer's raw
-    digest, and asks the producer's ``observer`` (which saw every decoded raw byte) whether
-    the stream is a complete artifact of its kind. A decoding error surfaces as
-    :class:`VerifyFailed` from the stream's next write or its close, which stops the backup
-    before anything is committed.
+    of two chunks, so the producer only waits when decoding falls behind. The decoded
+    output is compared byte for byte with the producer's raw chunks (``raw_tap`` keeps
+    them in a :class:`~sentinel_backup.pipeline.rawmatch.RawWindow` until their decoded
+    copy arrives: no second SHA-256 of the raw stream), then shown to the producer's
+    ``observer``, which judges whether the stream is a complete artifact of its kind. A
+    decoding error or a differing byte surfaces as :class:`VerifyFailed` from the
+    stream's next write or its close, which stops the backup before anything is committed;
+    :meth:`checks` then proves the decoded stream was neither shorter nor cut short.
     """
 
     def __init__(self, compression: Compression, cipher: Cipher | None, *,
                  observer: RawObserver | None = None) -> None:
         self.decrypts = cipher is not None
         self.observer = observer
-        self.decoder = decoder_for(compression, cipher, observer if observer is not None else NullSink())
-        self._queue = Handoff(_Decoding(self.decoder.stored), depth=2)
+        self.window = RawWindow()
+        end: Sink = Tee(self.window, observer) if observer is not None else self.window
+        inner = decompressor(compression, end)
+        if cipher is not None:
+            inner = cipher.decryptor(inner)
+        self.seen = Digest(inner)  # the stored bytes the decoder saw (compared when it decrypts)
+        self._queue = Handoff(_Decoding(self.seen), depth=2)
 
     @property
     def sink(self) -> Sink:
         return self._queue
 
+    def raw_tap(self, downstream: Sink) -> Sink:
+        """A stage for the producer's side: keeps each raw chunk for the comparison, then
+        passes it on (to the compressor)."""
+        return _Keep(self.window, downstream)
+
     def abort(self) -> None:
         self._queue.abort()
-        self.decoder.handoff.abort()
 
     def checks(self, raw: Digest, stored: Digest | None) -> list[Check]:
         """What the in-stream decode proved; call after the stream was closed."""
-        decoded = self.decoder.raw
-        result = [Check.of("raw", decoded.sha256 == raw.sha256 and decoded.size == raw.size,
-                        f"in-stream decode gave {decoded.size} bytes, sha256 {decoded.sha256[:16]}..., "
-                        f"producer wrote {raw.size} bytes, sha256 {raw.sha256[:16]}...")]
+        window = self.window
+        result = [Check.of("raw", window.whole() and window.kept == raw.size, window.detail())]
         if stored is not None and self.decrypts:
-            seen = self.decoder.stored
+            seen = self.seen
             result.append(Check.of("stream", seen.sha256 == stored.sha256 and seen.size == stored.size,
                                 "the decoder saw every stored byte" if seen.sha256 == stored.sha256
                                 else "the decoder saw other bytes than were stored"))
         if self.observer is not None:
             result.append(Check.of(self.observer.name, self.observer.complete(), self.observer.detail()))
         return result
+
+
+class _Keep:
+    def __init__(self, window: RawWindow, downstream: Sink) -> None:
+        self.window = window
+        self.downstream = downstream
+
+    def write(self, data: bytes) -> None:
+        self.window.keep(data)  # before the compressor: its output can only decode to kept bytes
+        self.downstream.write(data)
+
+    def close(self) -> None:
+        self.downstream.close()
 
 
 class _Decoding:
@@ -68,12 +92,16 @@ class _Decoding:
     def write(self, data: bytes) -> None:
         try:
             self.downstream.write(data)
+        except StreamMismatch:
+            raise
         except Exception as exc:
             raise _undecodable(exc) from exc
 
     def close(self) -> None:
         try:
             self.downstream.close()
+        except StreamMismatch:
+            raise
         except Exception as exc:
             raise _undecodable(exc) from exc
 

@@ -1,10 +1,11 @@
 """The write pipeline: one producer's raw stream, once, to every destination.
 
 ```
-producer.start() ─► Digest(raw) ─► compressor ─► encryptor ─► Digest(stored) ─► Tee ─► FanOut ─► writer per destination
-                                                                                 └──► StreamCheck (decodes in a thread;
-                                                                                      the producer's RawObserver judges
-                                                                                      the decoded raw bytes)
+producer.start() ─► Digest(raw) ─► keep ─► compressor ─► encryptor ─► Digest(stored) ─► Tee ─► FanOut ─► writers
+                                    │                                                   └──► StreamCheck (a thread)
+                                    └── raw chunks, kept until decoded ────────────────────► decoded == raw, byte
+                                                                                             for byte; then the
+                                                                                             producer's RawObserver
 ```
 
 :func:`write_stream` knows no producer: pg_dump, pg_basebackup or anything else that
@@ -125,7 +126,10 @@ def write_stream(producer: Producer, key: str, destinations: list[Storage], enco
     inner: Sink = encoding.cipher.encryptor(stored) if encoding.cipher else stored
     if check is not None and not taps_stored:
         inner = Tee(inner, check.sink)  # age without an identity here: decode the compressed bytes
-    raw = Digest(compressor(encoding.compression, encoding.level, inner, threads=encoding.threads))
+    encode = compressor(encoding.compression, encoding.level, inner, threads=encoding.threads)
+    # Compression stays in this thread, on the chunk just hashed (a thread of its own for it
+    # measured slower: 2026-12-03, docs/performance.md); zstd's workers run beside it.
+    raw = Digest(check.raw_tap(encode) if check is not None else encode)
 
     def tick(n: int) -> None:
         stopper.check()
@@ -158,7 +162,8 @@ def write_stream(producer: Producer, key: str, destinations: list[Storage], enco
             fanout.abort()
             raise BackupFailed("in-stream verification failed: " + "; ".join(
                 f"{c.name}: {c.detail}" for c in failures), "nothing was committed; report this if it repeats")
-        logger.debug("In-stream verification passed", extra=log.fields(raw_bytes=raw.size, decrypted=taps_stored))
+        logger.debug("In-stream verification passed", extra=log.fields(
+            raw_bytes=raw.size, decrypted=taps_stored, raw_kept_peak_bytes=check.window.peak))
     return Written(key, raw, stored, fanout)
 
 

@@ -18,6 +18,10 @@ EXTENSIONS = {Compression.GZIP: ".gz", Compression.ZSTD: ".zst", Compression.NON
 _GZIP_WBITS = 31  # zlib's "gzip container" window bits
 
 
+# zstd workers compress jobs of this much input (zstd's own default at level 3 is 8 MiB): the
+# raw bytes not yet compressed, and the in-stream check's window of raw chunks not yet decoded
+# back (pipeline.rawmatch), stay a few jobs of this size.
+ZSTD_JOB_SIZE = 4 << 20
 DECODE_SLICE = 64 * 1024  # input per decompress call: dumps compress up to ~50x, so output stays a few MiB
 
 
@@ -120,8 +124,10 @@ def compressor(algorithm: Compression, level: int, downstream: Sink, *, threads:
         return _ZlibLike(isal_zlib.compressobj(isal_level(level), isal_zlib.DEFLATED, _GZIP_WBITS),
                          downstream, decompress=False)
     if algorithm is Compression.ZSTD:
-        cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
-        return _ZlibLike(cctx.compressobj(), downstream, decompress=False)
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, threads=threads, write_checksum=True, **({"job_size": ZSTD_JOB_SIZE} if threads else {}))
+        return _ZlibLike(zstandard.ZstdCompressor(compression_params=params).compressobj(), downstream,
+                         decompress=False)
     return downstream
 
 
