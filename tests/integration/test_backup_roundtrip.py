@@ -39,7 +39,7 @@ def test_plain_roundtrip(pg: TempCluster, complex_db: str, base_env: dict[str, s
     assert stat.S_IMODE(artifact.stat().st_mode) == 0o600
 
     manifest = json.loads(Path(f"{artifact}.manifest.json").read_text())
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["tables"]["app.everything"] == 1500
     assert manifest["tables"]['"Weird Schema"."Mixed Case Table"'] == 50
     assert manifest["tables"]["app.measurements_2025"] + manifest["tables"]["app.measurements_2026"] == 701

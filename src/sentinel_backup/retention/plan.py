@@ -143,7 +143,7 @@ class BackupRef:
     good: bool = False
     legacy: bool = False
     incomplete: bool = False
-    kind: Literal["database", "globals"] = "database"
+    kind: Literal["database", "globals", "physical"] = "database"
     size: int = 0
     note: str = ""
 
