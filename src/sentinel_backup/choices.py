@@ -26,6 +26,16 @@ class BackupFormat(StrEnum):
     CUSTOM = "custom"
 
 
+class BackupMode(StrEnum):
+    LOGICAL = "logical"
+    PHYSICAL = "physical"
+
+
+class Checkpoint(StrEnum):
+    FAST = "fast"
+    SPREAD = "spread"
+
+
 class Compression(StrEnum):
     GZIP = "gzip"
     ZSTD = "zstd"

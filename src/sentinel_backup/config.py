@@ -23,6 +23,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentinel_backup.choices import (
     BackupFormat,
+    BackupMode,
+    Checkpoint,
     Compression,
     EncryptionMethod,
     LogFormat,
@@ -103,6 +105,15 @@ class Settings(BaseSettings):
     """Longest wait for a table lock another session holds (30s, 5m); then the backup fails naming both. 0: no limit."""
     globals_enabled: bool | None = Field(None, validation_alias=_env("BACKUP_GLOBALS"))
     """Dump roles and tablespaces (`pg_dumpall --globals-only`). Default: on when POSTGRES_DB is `all` or a list."""
+    backup_mode: BackupMode = Field(BackupMode.LOGICAL, validation_alias=_env("BACKUP_MODE"))
+    """`logical` (pg_dump per database) or `physical` (a pg_basebackup base backup of the whole cluster, for
+    point-in-time recovery with the WAL archive). `backup --physical` chooses physical for one run."""
+    physical_checkpoint: Checkpoint = Field(Checkpoint.FAST, validation_alias=_env("PHYSICAL_CHECKPOINT"))
+    """Checkpoint at the start of a base backup: `fast` (start at once, a burst of writes) or `spread`
+    (as the server's checkpoint_completion_target paces it; the backup starts later)."""
+    physical_spool_dir: Path | None = Field(None, validation_alias=_env("PHYSICAL_SPOOL_DIR"))
+    """Folder for the temporary copy of a cluster with tablespaces (pg_basebackup writes one tar per
+    tablespace; needs the cluster's size free). Default: the system temporary folder."""
 
     # --- encryption -------------------------------------------------------------
     encrypt_enabled: bool = Field(False, validation_alias=_env("ENCRYPT_ENABLED"))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sentinel_backup import log, private
-from sentinel_backup.choices import VerifyMode
+from sentinel_backup.choices import BackupMode, VerifyMode
 from sentinel_backup.config import Settings
 from sentinel_backup.errors import (
     EXIT_FAILURE,
@@ -42,6 +42,7 @@ from sentinel_backup.metrics import inventory as metrics_inventory
 from sentinel_backup.model.catalog import legacy_database
 from sentinel_backup.model.catalog import scan as scan_catalog
 from sentinel_backup.notify import EventKind, Notifier, RunEvent
+from sentinel_backup.physical.run import PhysicalRun
 from sentinel_backup.retention.plan import DEFAULT_GRACE, ApplyResult, RetentionPlan, RetentionPolicy, apply, plan, scan
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.storage.local import LocalStorage
@@ -191,8 +192,9 @@ def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = N
     with run_lock(settings.backup_dir), stopper.watching():
         notifier.ping("start")
         try:
-            result = BackupRun(settings, destinations, progress=progress, stop=stopper, unusable=unusable,
-                               cipher=cipher).run()
+            runner = PhysicalRun if settings.backup_mode is BackupMode.PHYSICAL else BackupRun
+            result = runner(settings, destinations, progress=progress, stop=stopper, unusable=unusable,
+                            cipher=cipher).run()
         except SentinelError as exc:
             notifier.notify(RunEvent(EventKind.BACKUP_FAILED, error=exc.message))
             notifier.ping("fail", exc.message)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sentinel_backup import log
 from sentinel_backup.errors import ConfigError, NotFound, SentinelError, UnknownName
+from sentinel_backup.model.layout import BASE_ROOT
 from sentinel_backup.model.manifest import (
     DRILL_SUFFIX,
     MANIFEST_SUFFIX,
@@ -69,6 +70,7 @@ class Entry:
             "drilled": drill is not None,
             "drill": {k: drill.get(k) for k in DRILL_FIELDS} if drill is not None else None,
             "legacy": False,
+            "physical": _physical_json(m),
         }
         return doc
 
@@ -86,6 +88,18 @@ class Entry:
             "artifact": m.artifact, "duration_seconds": None, "tables": None, "drilled": False, "drill": None,
             "legacy": True,
         }
+
+
+def _physical_json(m: Manifest) -> dict[str, Any] | None:
+    """A physical backup's WAL range and the earliest point it can reach (its end: consistency)."""
+    f = m.physical
+    if f is None:
+        return None
+    reach = f.stop_time or m.finished_at
+    return {"system_identifier": f.system_identifier, "timeline": f.timeline, "start_lsn": f.start_lsn,
+            "stop_lsn": f.stop_lsn, "start_wal": f.start_wal, "stop_wal": f.stop_wal,
+            "earliest_reachable_time": reach.isoformat().replace("+00:00", "Z"),
+            "tablespaces": len(f.tablespaces), "backup_manifest": f.backup_manifest_key}
 
 
 @dataclass
@@ -134,6 +148,7 @@ def scan(destinations: list[Storage], *, strict: bool = True, legacy: bool = Fal
     for storage in destinations:
         try:
             objects = {o.key: o for o in storage.list()}
+            objects.update((o.key, o) for o in storage.list(BASE_ROOT + "/", deep=True))  # physical backups
             listed = set(objects)
         except SentinelError as exc:
             if strict and len(destinations) == 1:

@@ -43,7 +43,7 @@ MANIFEST = "backup_manifest"
 TABLESPACE_PREFIX = "pg_tblspc/"
 
 SERVER_SQL = ("SELECT system_identifier || ',' || current_setting('server_version_num') || ',' ||"
-              " current_setting('wal_segment_size') || ',' || pg_is_in_recovery()"
+              " (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') || ',' || pg_is_in_recovery()"
               " FROM pg_control_system()")
 TABLESPACES_SQL = ("SELECT coalesce(json_agg(json_build_object('oid', oid, 'name', spcname, 'location',"
                    " pg_tablespace_location(oid)) ORDER BY oid), '[]'::json) FROM pg_tablespace"

@@ -295,7 +295,14 @@ class TemporaryServer:
     def recover(self, result: PhysicalResult, keep_running: bool) -> None:
         options = f"-p {self.port} -c listen_addresses='' -c unix_socket_directories='{self.socket}'"
         t0 = time.monotonic()
-        self._pg_ctl("-D", str(self.pgdata), "-l", str(self.log), "-o", options, "-W", "start")
+        try:
+            # -w: until the server accepts connections (consistent, hot standby) or recovery ended;
+            # no time limit of our own: recovery takes as long as the WAL to replay
+            self._pg_ctl("-D", str(self.pgdata), "-l", str(self.log), "-o", options, "-w", "-t", "31536000",
+                         "start")
+        except RestoreFailed:
+            if not self._shut_down_at_target():
+                raise self._failed() from None
         try:
             result.state = self._wait()
             result.recovery_seconds = time.monotonic() - t0
@@ -316,15 +323,12 @@ class TemporaryServer:
     def _wait(self) -> str:
         while True:
             if not self._running():
-                text = self.log.read_text(errors="replace") if self.log.exists() else ""
-                if "shutdown at recovery target" in text:
+                if self._shut_down_at_target():
                     return "shut down"
-                tail = " | ".join(line for line in text.splitlines()[-8:] if line.strip())
-                raise RestoreFailed(f"the restored server stopped during recovery: {tail}",
-                                    f"read {self.log}; a missing WAL segment or a target that was never reached"
-                                    " ends recovery")
+                raise self._failed()
             try:
-                state = self._sql("SELECT pg_is_in_recovery()::text || '|' || pg_get_wal_replay_pause_state()")
+                state = self._sql("SELECT CASE WHEN pg_is_in_recovery() THEN 'true|' ||"
+                                  " pg_get_wal_replay_pause_state() ELSE 'false|' END")
             except RestoreFailed:
                 time.sleep(0.3)
                 continue
@@ -334,6 +338,18 @@ class TemporaryServer:
             if paused == "paused":
                 return "paused"
             time.sleep(0.3)
+
+    def _log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def _shut_down_at_target(self) -> bool:
+        return not self._running() and "shutdown at recovery target" in self._log_text()
+
+    def _failed(self) -> RestoreFailed:
+        tail = " | ".join(line for line in self._log_text().splitlines()[-6:] if line.strip())
+        return RestoreFailed(f"the restored server stopped during recovery: {tail}",
+                             f"read {self.log}; a missing WAL segment or a target that was never reached"
+                             " ends recovery")
 
     def _running(self) -> bool:
         pid_file = self.pgdata / "postmaster.pid"
