@@ -42,6 +42,7 @@ from sentinel_backup.metrics import inventory as metrics_inventory
 from sentinel_backup.model.catalog import legacy_database
 from sentinel_backup.model.catalog import scan as scan_catalog
 from sentinel_backup.notify import EventKind, Notifier, RunEvent
+from sentinel_backup.physical.retention import apply_wal, plan_wal, scan_bases, scan_wal, wal_for_plan
 from sentinel_backup.physical.run import PhysicalRun
 from sentinel_backup.retention.plan import DEFAULT_GRACE, ApplyResult, RetentionPlan, RetentionPolicy, apply, plan, scan
 from sentinel_backup.storage.base import Storage
@@ -251,8 +252,13 @@ def prune_job(settings: Settings, destinations: list[Storage] | None = None, *, 
         if stop is not None:
             stop.check("retention")
         policy = RetentionPolicy.from_settings(settings, dest.name)
-        the_plan = plan(scan(dest, now, legacy_database=legacy_db), policy, now)
+        bases, infos = scan_bases(dest)  # physical base backups: the same rules, per cluster
+        the_plan = plan([*scan(dest, now, legacy_database=legacy_db), *bases], policy, now)
         applied = apply(dest, the_plan, dry_run=dry_run)
+        applied.notes.extend(apply_wal(dest, plan_wal(scan_wal(dest), wal_for_plan(the_plan, infos)),
+                                       dry_run=dry_run))
+        for note in applied.notes:
+            logger.info(f"{dest.name}: {note}", extra=log.fields(destination=dest.name))
         for r in applied.results:
             verb = "Would remove" if dry_run else "Removed" if r.removed else "Could not remove"
             logger.info(f"{verb} {r.backup.id} from {dest.name} ({r.reason})",

@@ -374,6 +374,7 @@ class ApplyResult:
     destination: str
     dry_run: bool
     results: list[BackupResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. the WAL ranges kept and removed (physical)
 
     @property
     def removed(self) -> list[BackupResult]:
