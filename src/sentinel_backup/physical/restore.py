@@ -221,6 +221,13 @@ class PhysicalRestore:
             major = major_of(entry.manifest.server_version or "0")
             raise ConfigError(f"no PostgreSQL {major} server binaries found to start the restored copy",
                               f"install PostgreSQL {major} or set PG_BIN_DIR")
+        blocked = _unreachable(pgdata, self.owner)
+        if blocked is not None:
+            message = f"the postgres OS user cannot reach {pgdata}: {blocked} is not searchable by others"
+            hint = f"restore below a folder postgres can enter (or chmod o+x {blocked})"
+            if start_port is not None:
+                raise ConfigError(message, hint)
+            logger.warning(f"{message}; {hint}")
         t0 = time.monotonic()
         created = not pgdata.exists()
         pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -300,9 +307,10 @@ class TemporaryServer:
             # no time limit of our own: recovery takes as long as the WAL to replay
             self._pg_ctl("-D", str(self.pgdata), "-l", str(self.log), "-o", options, "-w", "-t", "31536000",
                          "start")
-        except RestoreFailed:
+        except RestoreFailed as exc:
             if not self._shut_down_at_target():
-                raise self._failed() from None
+                failed = self._failed()
+                raise RestoreFailed(f"{exc.message}; {failed.message}", failed.hint) from None
         try:
             result.state = self._wait()
             result.recovery_seconds = time.monotonic() - t0
@@ -399,6 +407,20 @@ def _postgres_owner() -> tuple[int, int] | None:
         raise ConfigError("running as root, but there is no `postgres` OS user to own the data directory",
                           "run the restore as the user that runs PostgreSQL") from None
     return entry.pw_uid, entry.pw_gid
+
+
+def _unreachable(pgdata: Path, owner: tuple[int, int] | None) -> Path | None:
+    """The first existing parent folder the postgres OS user cannot enter (run as root only)."""
+    if owner is None:
+        return None
+    for parent in reversed(pgdata.parents):
+        try:
+            info = parent.stat()
+        except FileNotFoundError:
+            return None
+        if info.st_uid != owner[0] and not info.st_mode & 0o001:
+            return parent
+    return None
 
 
 def _wipe(folder: Path, *, remove: bool) -> None:
