@@ -70,10 +70,17 @@ def _decode_into(settings: Settings, storage: Storage, key: str, handle: Handle,
             from sentinel_backup.keys import cipher_for_manifest
 
             sink = cipher_for_manifest(encoding.cipher, "", settings).decryptor(sink)
-        with storage.open_reader(key) as reader:
-            while chunk := reader.read(CHUNK):
-                sink.write(chunk)
-        sink.close()
+        try:
+            with storage.open_reader(key) as reader:
+                while chunk := reader.read(CHUNK):
+                    sink.write(chunk)
+            sink.close()
+        except VerifyFailed as exc:
+            if encoding.cipher is None:
+                raise
+            variable = "ENCRYPTION_KEY_PATH" if encoding.cipher == "aes-256-cbc" else "AGE_IDENTITY_FILE"
+            raise VerifyFailed(f"{key} does not decode ({exc.message}): wrong key ({variable}) or a damaged copy",
+                               exc.hint) from None
         out.flush()
         os.fsync(out.fileno())
     if digest.sha256 != handle.sha256:
