@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 pytest_plugins = [
+    "tests.plugins.archive",
     "tests.plugins.pg",
     "tests.plugins.pgversions",
     "tests.plugins.s3",

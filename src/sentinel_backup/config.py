@@ -229,6 +229,26 @@ class Settings(BaseSettings):
     schedule_timezone: str = Field("UTC", validation_alias=_env("SCHEDULE_TIMEZONE"))
     """Time zone of the cron expressions."""
 
+    # --- WAL archive (physical backups, point-in-time recovery) -------------------
+    wal_push_async: bool = Field(False, validation_alias=_env("WAL_PUSH_ASYNC"))
+    """`wal-push` copies the segment durably into WAL_SPOOL_DIR and returns; a background shipper stores it on every
+    destination (for busy servers and slow remote stores)."""
+    wal_spool_dir: Path | None = Field(None, validation_alias=_env("WAL_SPOOL_DIR"))
+    """Local spool of asynchronous `wal-push` and of `wal-fetch` prefetch (created 0700). Put it on another disk
+    than pg_wal: a segment in the spool is acknowledged to PostgreSQL before it reaches the destinations."""
+    wal_fetch_prefetch: int = Field(0, ge=0, le=64, validation_alias=_env("WAL_FETCH_PREFETCH"))
+    """`wal-fetch` also fetches the next N segments into WAL_SPOOL_DIR, so recovery waits less for a remote store."""
+    max_wal_age: str | None = Field(None, validation_alias=_env("MAX_WAL_AGE"))
+    """`check` warns when the last WAL file archived is older than this (e.g. 15m, 1h); unset: not checked (an idle
+    server archives nothing unless `archive_timeout` is set)."""
+    wal_receive_enabled: bool = Field(False, validation_alias=_env("WAL_RECEIVE_ENABLED"))
+    """`schedule` also runs `wal-receive` (streaming the WAL into the archive) beside the scheduled jobs."""
+    wal_receive_slot: str = Field("sentinel_backup", validation_alias=_env("WAL_RECEIVE_SLOT"))
+    """Replication slot of `wal-receive` (created when missing): the server keeps WAL until it is received."""
+    wal_receive_dir: Path | None = Field(None, validation_alias=_env("WAL_RECEIVE_DIR"))
+    """Staging folder of `wal-receive` (pg_receivewal writes here; each completed segment is pushed, then removed).
+    Default: `wal-receive` under WAL_SPOOL_DIR, else `.wal-receive` in BACKUP_DIR."""
+
     # --- logging ----------------------------------------------------------------
     log_level: LogLevel = Field(LogLevel.INFO, validation_alias=_env("LOG_LEVEL"))
     """DEBUG, INFO, WARN or ERROR."""
@@ -272,7 +292,7 @@ class Settings(BaseSettings):
                      "retention_days", "retention_keep_last", "retention_keep_daily",
                      "retention_keep_weekly", "retention_keep_monthly", "retention_keep_yearly",
                      "globals_enabled", "drill_port", "drill_password_file", "drill_sql_file", "metrics_file",
-                     mode="before")
+                     "wal_spool_dir", "max_wal_age", "wal_receive_dir", mode="before")
     @classmethod
     def _empty_optional(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -294,6 +314,20 @@ class Settings(BaseSettings):
     def _age(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @field_validator("max_wal_age")
+    @classmethod
+    def _wal_age(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("wal_receive_slot")
+    @classmethod
+    def _slot(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9_]{1,63}", value.strip()):
+            raise ValueError("must be 1-63 lowercase letters, digits or underscores (a replication slot name)")
+        return value.strip()
 
     @field_validator("lock_wait_timeout")
     @classmethod
@@ -325,6 +359,14 @@ class Settings(BaseSettings):
                 raise ValueError("COMPRESSION_LEVEL for gzip must be 1-9")
             if self.compression is Compression.ZSTD and not 1 <= level <= 22:
                 raise ValueError("COMPRESSION_LEVEL for zstd must be 1-22")
+        return self
+
+    @model_validator(mode="after")
+    def _spool(self) -> Settings:
+        if self.wal_push_async and self.wal_spool_dir is None:
+            raise ValueError("WAL_PUSH_ASYNC=true needs WAL_SPOOL_DIR (a local folder on another disk than pg_wal)")
+        if self.wal_fetch_prefetch and self.wal_spool_dir is None:
+            raise ValueError("WAL_FETCH_PREFETCH needs WAL_SPOOL_DIR (where prefetched segments wait)")
         return self
 
     # --- derived ----------------------------------------------------------------

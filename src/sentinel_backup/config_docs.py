@@ -23,7 +23,7 @@ SECTIONS = [
     ("Source", "postgres_user"), ("Backup", "backup_dir"), ("Encryption", "encrypt_enabled"),
     ("S3", "s3_enabled"), ("MinIO", "minio_enabled"), ("Retention", "retention_days"),
     ("Notifications", "webhook_enabled"), ("Drills, health, metrics, schedule", "drill_host"),
-    ("Logging", "log_level"),
+    ("WAL archive", "wal_push_async"), ("Logging", "log_level"),
 ]
 
 EXAMPLES: dict[str, str] = {
@@ -56,6 +56,9 @@ EXAMPLES: dict[str, str] = {
     "MANIFEST_TABLE_HASHES": "true", "MAX_BACKUP_AGE": "26h",
     "METRICS_FILE": "/var/lib/node_exporter/textfile/sentinel_backup.prom", "BACKUP_SCHEDULE": "0 */6 * * *",
     "PRUNE_SCHEDULE": "30 4 * * *", "DRILL_SCHEDULE": "0 5 * * 0", "SCHEDULE_TIMEZONE": "Europe/Paris",
+    "WAL_PUSH_ASYNC": "true", "WAL_SPOOL_DIR": "/var/spool/sentinel-wal", "WAL_FETCH_PREFETCH": "4",
+    "MAX_WAL_AGE": "1h", "WAL_RECEIVE_ENABLED": "true", "WAL_RECEIVE_SLOT": "sentinel_backup",
+    "WAL_RECEIVE_DIR": "/var/lib/sentinel-backup/wal-receive",
     "LOG_LEVEL": "DEBUG", "LOG_FILE": "/var/log/sentinel-backup/sentinel-backup.log", "LOG_FORMAT": "json",
 }
 

@@ -1,5 +1,5 @@
 """One module per command; importing them registers them on the app."""
 
-from sentinel_backup.cli.commands import backup, check, demo, list_, notify_test, prune, restore, schedule, verify
+from sentinel_backup.cli.commands import backup, check, demo, list_, notify_test, prune, restore, schedule, verify, wal
 
-__all__ = ["backup", "check", "demo", "list_", "notify_test", "prune", "restore", "schedule", "verify"]
+__all__ = ["backup", "check", "demo", "list_", "notify_test", "prune", "restore", "schedule", "verify", "wal"]
