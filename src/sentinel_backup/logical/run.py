@@ -180,9 +180,7 @@ class BackupRun:
 
     # --- one database ---------------------------------------------------------------
     def _encoding(self, kind: str) -> Encoding:
-        s = self.settings
-        return Encoding(stream_compression(s, kind), s.effective_compression_level(), s.compression_threads,
-                        self.cipher)
+        return Encoding.from_settings(self.settings, self.cipher, compression=stream_compression(self.settings, kind))
 
     def _one(self, outcome: Outcome, moment: datetime) -> None:
         s = self.settings

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from sentinel_backup import log
 from sentinel_backup.choices import Compression, VerifyMode
+from sentinel_backup.config import Settings
 from sentinel_backup.errors import BackupFailed
 from sentinel_backup.interrupt import Stopper
 from sentinel_backup.model.manifest import CompressionInfo, EncryptionInfo
@@ -48,6 +49,14 @@ class Encoding:
     level: int = 0
     threads: int = 1
     cipher: Cipher | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, cipher: Cipher | None, *,
+                      compression: Compression | None = None) -> Encoding:
+        """COMPRESSION, its effective level and COMPRESSION_THREADS, with ``cipher``; ``compression``
+        overrides the algorithm (NONE for a producer that compresses itself)."""
+        return cls(settings.compression if compression is None else compression,
+                   settings.effective_compression_level(), settings.compression_threads, cipher)
 
     @property
     def suffix(self) -> str:
@@ -84,6 +93,11 @@ class Written:
 
 def open_writers(destinations: list[Storage], key: str) -> dict[str, ObjectWriter]:
     """A writer on each destination, or none at all (the ones opened are aborted on failure)."""
+    names = [dest.name for dest in destinations]
+    if not names:
+        raise BackupFailed("no destination is enabled", "set LOCAL_ENABLED=true, S3_ENABLED or MINIO_ENABLED")
+    if len(set(names)) != len(names):  # a writer per name: a second one would never be aborted
+        raise BackupFailed(f"two destinations share a name: {', '.join(names)}", "this is a bug; please report it")
     writers: dict[str, ObjectWriter] = {}
     try:
         for dest in destinations:
@@ -120,8 +134,10 @@ def write_stream(producer: Producer, key: str, destinations: list[Storage], enco
 
     try:
         stopper.check()
-        stream = producer.start()
-        pump(stream, raw, progress=tick)
+        # The stop watcher stops the producer at once, whatever its stream is blocked on.
+        with stopper.on_stop(producer.stop):
+            stream = producer.start()
+            pump(stream, raw, progress=tick)
     except BaseException:
         producer.stop()  # a pg_dump gets SIGINT first and cancels its query on the server
         if check is not None:
