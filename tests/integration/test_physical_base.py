@@ -83,6 +83,7 @@ def test_base_backup_round_trip_started_and_counted(cluster: TempCluster, tmp_pa
     assert manifest["physical"]["backup_manifest_key"].endswith(".backup_manifest.gz")
     verified = cli(env, "verify", entry["id"])
     assert verified.code == 0, verified.output
+    assert "tar end-of-archive present" in verified.output
 
     cluster.psql("INSERT INTO items VALUES (999999, 'after the backup')")
     private = cli(env, "restore", "--physical", "latest", "--pgdata", str(tmp_path / "r"), "--start", "5999")

@@ -117,8 +117,7 @@ class PhysicalRun:
             return RunResult([outcome], started, time.monotonic() - t0, interrupted)
 
     def encoding(self) -> Encoding:
-        s = self.settings
-        return Encoding(s.compression, s.effective_compression_level(), s.compression_threads, self.cipher)
+        return Encoding.from_settings(self.settings, self.cipher)
 
     def _one(self, outcome: Outcome, moment: datetime) -> None:
         tools = self.source.matched_tools()

@@ -27,6 +27,7 @@ from sentinel_backup.config import Settings
 from sentinel_backup.errors import ConfigError, Interrupted, SentinelError, VerifyFailed
 from sentinel_backup.keys import cipher_for_manifest
 from sentinel_backup.model.manifest import SHA256_SUFFIX, Manifest
+from sentinel_backup.physical.tarstream import TarObserver
 from sentinel_backup.pipeline.producer import RawObserver
 from sentinel_backup.storage.base import ObjectInfo, Storage
 from sentinel_backup.streams.base import Handoff, NullSink, Sink, pump
@@ -226,7 +227,9 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
     except ConfigError as exc:
         cipher, report.checks = None, [*report.checks, Check("key", False, str(exc))]
     can_decode = manifest.encryption is None or (cipher is not None and cipher.can_decrypt)
-    decoder = decode_chain(manifest, cipher, NullSink()) if can_decode else None
+    tar = TarObserver() if manifest.format == "tar" else None  # a base backup: the tar must reach its end
+    end: Sink = tar if tar is not None else NullSink()
+    decoder = decode_chain(manifest, cipher, end) if can_decode else None
     stored = decoder.stored if decoder else Digest(NullSink())
     try:
         _read_through(storage, key, decoder, stored, progress)
@@ -251,6 +254,8 @@ def verify_copy(storage: Storage, manifest: Manifest, settings: Settings, *, key
     if manifest.format == "plain":
         report.checks.append(Check("complete", tail.complete(), "pg_dump end-of-dump marker"
                                    + (" present" if tail.complete() else " missing: the dump is truncated")))
+    if tar is not None:
+        report.checks.append(Check(tar.name, tar.complete(), tar.detail()))
     return report
 
 
