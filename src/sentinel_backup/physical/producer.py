@@ -3,10 +3,11 @@
 ``pg_basebackup -D - -Ft -X fetch --checkpoint=<fast|spread> -l <label> --no-password`` over a
 replication connection made from POSTGRES_HOST/PORT/USER (the password only in the child's
 environment; in container mode through ``docker exec``). ``-X fetch`` puts the WAL needed to
-reach consistency into the tar, so a base backup restores on its own. PostgreSQL 15 and newer
-inject ``backup_manifest`` into the tar written to stdout; 13 and 14 do not (a base backup of
-those is stored without PostgreSQL's manifest, ``backup_manifest_key`` stays empty, and the
-stop LSN is read from the server after the backup); 12 and older have no manifest at all.
+reach consistency into the tar, so a base backup restores on its own. ``pg_basebackup`` 13 and
+newer inject ``backup_manifest`` as the last member of the tar written to stdout (checked on 15,
+16 and 18; 13/14 do it in ``ReceiveTarFile``, 15+ in the bbstreamer). Older ones write no
+manifest: such a base backup is stored without it, ``backup_manifest_key`` stays empty, and the
+stop LSN is the server's WAL position read right after the backup (an upper bound).
 
 Several tablespaces: ``pg_basebackup`` refuses ``-D -`` then (each tablespace is its own tar).
 The producer then spools: ``-D <spool> -Ft`` writes ``base.tar``, ``<oid>.tar`` per tablespace
@@ -143,7 +144,7 @@ class PgBasebackupProducer:
         ranges = wal_ranges(manifest) if manifest is not None else []
         if ranges:
             timeline, _start, stop = ranges[-1]
-        else:  # PostgreSQL 13/14 with -D -: no manifest in the stream; the server's position bounds it
+        else:  # pg_basebackup 12 or older: no manifest in the stream; the server's position bounds it
             timeline, stop = label.timeline, parse_lsn(self._query("SELECT pg_current_wal_lsn()"))
         return PhysicalFacts(
             system_identifier=self.system_identifier, timeline=timeline,

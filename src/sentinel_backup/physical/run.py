@@ -150,7 +150,7 @@ class PhysicalRun:
                         dest.put_bytes(manifest_key, blob)
                         sidecars.append((dest, manifest_key))
             else:
-                logger.warning("pg_basebackup wrote no backup_manifest into the stream (PostgreSQL 14 or older):"
+                logger.warning("pg_basebackup wrote no backup_manifest into the stream (version 12 or older):"
                                " the base backup is stored without it")
             manifest = self._manifest(key, begin, time.monotonic() - t0, producer, written, encoding, manifest_key)
             commit(written, manifest, self.destinations, settings=self.settings, stopper=self.stopper,
