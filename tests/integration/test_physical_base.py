@@ -222,3 +222,23 @@ def test_postgresql_18_base_backup_round_trip(pg18: TempCluster, tmp_path: Path,
     assert restored.code == 0, restored.output
     assert "Recovery ended (promoted)" in restored.stdout
     assert (pgdata / "PG_VERSION").read_text().strip() == "18"
+
+
+def test_container_mode_runs_pg_basebackup_through_docker_exec(cluster: TempCluster, tmp_path: Path) -> None:
+    from tests.helpers import DATA
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    shutil.copy(DATA / "fake-docker", bin_dir / "docker")
+    log = tmp_path / "docker-calls.jsonl"
+    env = {k: v for k, v in env_for(cluster, tmp_path).items() if k != "PG_BIN_DIR"}
+    env.update({"POSTGRES_CONTAINER": "db", "FAKE_DOCKER_LOG": str(log), "FAKE_DOCKER_PG_BIN": str(cluster.bin_dir),
+                "FAKE_DOCKER_CONTAINER": "db"})
+    done = cli(env, "backup", "--physical", path_prefix=str(bin_dir))
+    assert done.code == 0, done.output
+    argvs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all(env["POSTGRES_PASSWORD"] not in " ".join(a) for a in argvs)
+    (base,) = [a for a in argvs if "pg_basebackup" in a and "--version" not in a]
+    assert base[:9] == ["exec", "-i", "-e", "PGAPPNAME", "-e", "PGCONNECT_TIMEOUT", "-e", "PGPASSWORD", "db"]
+    assert base[9] == "pg_basebackup" and base[base.index("-D") + 1] == "-" and "--no-password" in base
+    (entry,) = cli(env, "list", "--json").json()
+    assert entry["kind"] == "physical"
