@@ -14,9 +14,10 @@ import pytest
 
 from sentinel_backup.config import settings_from
 from sentinel_backup.demo.cluster import TempCluster
-from sentinel_backup.logical import run as backup_module
 from sentinel_backup.logical.run import BackupRun, RunResult
+from sentinel_backup.pipeline import commit as commit_module
 from sentinel_backup.pipeline import read as verify_module
+from sentinel_backup.pipeline import write as write_module
 from sentinel_backup.storage.base import ObjectInfo
 from sentinel_backup.storage.local import LocalStorage, LocalWriter
 from sentinel_backup.streams.base import Sink
@@ -105,12 +106,12 @@ def test_copy_damaged_after_the_stream_check_is_refused(db: str, base_env: dict[
 
 def test_compressor_emitting_wrong_bytes_is_refused(db: str, base_env: dict[str, str],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    real = backup_module.compressor
+    real = write_module.compressor
 
     def bad_compressor(algorithm: Any, level: int, downstream: Sink, **kw: Any) -> Sink:
         return real(algorithm, level, FlipOneByte(downstream), **kw)
 
-    monkeypatch.setattr(backup_module, "compressor", bad_compressor)
+    monkeypatch.setattr(write_module, "compressor", bad_compressor)
     result, folder = run({**base_env, "POSTGRES_DB": db})
     [outcome] = result.outcomes
     assert not outcome.ok
@@ -157,8 +158,8 @@ def test_integrity_mode_hashes_the_copy_and_reread_decodes_it_again(db: str, bas
         calls.append("hash")
         return real_check(*a, **kw)
 
-    monkeypatch.setattr(backup_module, "verify_copy", counting_verify)
-    monkeypatch.setattr(backup_module, "check_stored", counting_check)
+    monkeypatch.setattr(commit_module, "verify_copy", counting_verify)
+    monkeypatch.setattr(commit_module, "check_stored", counting_check)
     result, _ = run({**base_env, "POSTGRES_DB": db})
     assert result.outcomes[0].ok and calls == ["hash"]
     calls.clear()

@@ -23,29 +23,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sentinel_backup import __version__, log
-from sentinel_backup.choices import BackupFormat, Compression, VerifyMode
+from sentinel_backup.choices import BackupFormat, Compression
 from sentinel_backup.config import Settings
-from sentinel_backup.errors import BackupFailed, Interrupted, SentinelError, SourceError, StorageError
-from sentinel_backup.interrupt import Stopper, stop_children
+from sentinel_backup.errors import BackupFailed, Interrupted, SentinelError, SourceError
+from sentinel_backup.interrupt import Stopper
 from sentinel_backup.keys import cipher_from_settings
+from sentinel_backup.logical.producer import PgDumpProducer
 from sentinel_backup.logical.selection import parse_options
-from sentinel_backup.model.manifest import (
-    MANIFEST_SUFFIX,
-    CompressionInfo,
-    EncryptionInfo,
-    Manifest,
-    artifact_name,
-    backup_id,
-    checksum_line,
-)
-from sentinel_backup.pg.source import Snapshot, Source, StderrCollector, conninfo, source_error
-from sentinel_backup.pipeline.read import StreamCheck, check_stored, verify_copy
-from sentinel_backup.storage.base import ObjectWriter, Storage
-from sentinel_backup.storage.fanout import FanOut
-from sentinel_backup.streams.base import Sink, Tee, pump
-from sentinel_backup.streams.compress import EXTENSIONS, compressor
+from sentinel_backup.model.manifest import Manifest, artifact_name, backup_id
+from sentinel_backup.pg.source import Snapshot, Source, conninfo
+from sentinel_backup.pipeline.commit import Committed, commit, unique_key
+from sentinel_backup.pipeline.write import Encoding, Written, write_stream
+from sentinel_backup.storage.base import Storage
+from sentinel_backup.streams.compress import EXTENSIONS
 from sentinel_backup.streams.crypto import Cipher
-from sentinel_backup.streams.digest import Digest
 
 logger = log.get("backup")
 Progress = Callable[[int], None]
@@ -188,19 +179,26 @@ class BackupRun:
         return outcome
 
     # --- one database ---------------------------------------------------------------
+    def _encoding(self, kind: str) -> Encoding:
+        return Encoding.from_settings(self.settings, self.cipher, compression=stream_compression(self.settings, kind))
+
     def _one(self, outcome: Outcome, moment: datetime) -> None:
         s = self.settings
         is_globals = outcome.kind == "globals"
         ext = extension(s, outcome.kind, self.cipher)
-        name = self._unique_name(None if is_globals else outcome.database, moment, ext)
+        database = None if is_globals else outcome.database
+        name = unique_key(self.destinations, lambda n: artifact_name(database, moment + timedelta(seconds=n), ext),
+                          what=database or "globals")
         begin = self.clock()
         t0 = time.monotonic()
         logger.info(f"Dumping {outcome.database}", extra=log.fields(database=outcome.database, artifact=name))
         self.stopper.check()
+        encoding = self._encoding(outcome.kind)
         if is_globals:
             snap = None
-            argv = self.source.command("pg_dumpall", "--globals-only")
-            fanout, raw, stored = self._dump(name, argv, outcome.kind)
+            producer = PgDumpProducer(self.source, self.source.command("pg_dumpall", "--globals-only"),
+                                      tool="pg_dumpall", label="pg_dumpall --globals-only", end_marker=True)
+            written = self._write(producer, name, encoding)
         else:
             with self.source.snapshot(outcome.database, hashes=s.manifest_table_hashes, selection=self.selection,
                                       lock_timeout=s.lock_wait) as snap:
@@ -208,119 +206,37 @@ class BackupRun:
                 fmt = ["-F", "c", *custom_compression_args(s)] if custom else ["-F", "p"]
                 args = ["--snapshot", snap.id, *fmt, *lock_wait_args(s), *self.extra_args,
                         "-d", conninfo(outcome.database)]
-                fanout, raw, stored = self._dump(name, self.source.command("pg_dump", *args), outcome.kind)
+                producer = PgDumpProducer(self.source, self.source.command("pg_dump", *args), tool="pg_dump",
+                                          label=f"pg_dump of {outcome.database}", end_marker=not custom)
+                written = self._write(producer, name, encoding)
         try:
             self.stopper.check()
-            manifest = self._manifest(outcome, name, begin, time.monotonic() - t0, snap, raw, stored)
+            manifest = self._manifest(outcome, name, begin, time.monotonic() - t0, snap, written, encoding)
         except BaseException:
-            fanout.abort()
+            written.abort()
             raise
-        self._commit(outcome, fanout, manifest)
+        self._commit(outcome, written, manifest)
 
-    def _unique_name(self, database: str | None, moment: datetime, ext: str) -> str:
-        """The artifact name for this run, moved on by a second while a backup of the same
-        database already has it (two runs within one second must never share a name)."""
-        for offset in range(3600):
-            name = artifact_name(database, moment + timedelta(seconds=offset), ext)
-            taken = any(dest.stat(name) is not None or dest.stat(name + MANIFEST_SUFFIX) is not None
-                        for dest in self.destinations)
-            if not taken:
-                return name
-        raise BackupFailed(f"no free artifact name for {database or 'globals'} near {moment}", "report this")
-
-    def _dump(self, name: str, argv: list[str], kind: str) -> tuple[FanOut, Digest, Digest]:
-        s = self.settings
-        writers = {}
-        try:
-            for dest in self.destinations:
-                writers[dest.name] = dest.open_writer(name, artifact=True)
-        except BaseException:
-            for writer in writers.values():
-                writer.abort()
-            raise
-        fanout = FanOut(writers, check=self.stopper.check)
-        check = self._stream_check(kind)
-        taps_stored = check is not None and check.decrypts
-        stored = Digest(Tee(fanout, check.sink) if check is not None and taps_stored else fanout)
-        inner: Sink = self.cipher.encryptor(stored) if self.cipher else stored
-        if check is not None and not taps_stored:
-            inner = Tee(inner, check.sink)  # age without an identity here: decode the compressed bytes
-        raw = Digest(compressor(stream_compression(s, kind), s.effective_compression_level(), inner,
-                                threads=s.compression_threads))
-        logger.debug("Running " + " ".join(argv))
-        try:
-            self.stopper.check()
-            proc = self.source.spawn(argv)
-        except BaseException:
-            if check is not None:
-                check.abort()
-            fanout.abort()
-            raise
-        errors = StderrCollector(proc)
-        try:
-            assert proc.stdout is not None
-            pump(proc.stdout, raw, progress=self._tick)
-            code = proc.wait()
-        except BaseException:
-            stop_children([proc])  # SIGINT first: pg_dump then cancels its query on the server
-            proc.wait()
-            if check is not None:
-                check.abort()
-            fanout.abort()
-            raise
-        finally:
-            errors.join()
-        if code != 0:
-            fanout.abort()
-            if self.stopper.settle():  # killed by the signal that stops us (a process-group signal)
-                raise self.stopper.error()
-            raise source_error("pg_dumpall" if kind == "globals" else "pg_dump", errors.text(), code)
-        if errors.text().strip():
-            logger.warning(f"pg_dump said: {errors.text().strip()}")
-        if check is not None:
-            failures = [c for c in check.checks(raw, stored if taps_stored else None) if not c.ok]
-            if failures:
-                fanout.abort()
-                raise BackupFailed("in-stream verification failed: " + "; ".join(
-                    f"{c.name}: {c.detail}" for c in failures), "nothing was committed; report this if it repeats")
-            logger.debug("In-stream verification passed", extra=log.fields(
-                raw_bytes=raw.size, decrypted=taps_stored))
-        return fanout, raw, stored
-
-    def _stream_check(self, kind: str) -> StreamCheck | None:
-        """The in-stream decoder for this artifact, or None with VERIFY_AFTER_BACKUP=none."""
-        if self.settings.verify_after_backup is VerifyMode.NONE:
-            return None
-        cipher = self.cipher if self.cipher is not None and self.cipher.can_decrypt else None
-        plain = kind == "globals" or self.settings.backup_format is BackupFormat.PLAIN
-        return StreamCheck(stream_compression(self.settings, kind), cipher, end_marker=plain)
-
-    def _tick(self, n: int) -> None:
-        self.stopper.check()
-        if self.progress is not None:
-            self.progress(n)
+    def _write(self, producer: PgDumpProducer, name: str, encoding: Encoding) -> Written:
+        return write_stream(producer, name, self.destinations, encoding, verify=self.settings.verify_after_backup,
+                            stopper=self.stopper, progress=self.progress)
 
     def _manifest(self, outcome: Outcome, name: str, begin: datetime, seconds: float, snap: Snapshot | None,
-                  raw: Digest, stored: Digest) -> Manifest:
+                  written: Written, encoding: Encoding) -> Manifest:
         s = self.settings
         fmt = "custom" if s.backup_format is BackupFormat.CUSTOM and outcome.kind == "database" else "plain"
+        raw, stored = written.raw, written.stored
         return Manifest(
             id=backup_id(name), kind=outcome.kind, database=outcome.database, artifact=name,  # type: ignore[arg-type]
             created_at=begin, finished_at=self.clock(), duration_seconds=round(seconds, 3),
             tool_version=__version__, hostname=socket.gethostname(), source=self.source.describe(),
             server_version=snap.server_version if snap else None, pg_dump_version=self._pg_dump_version(),
             format=fmt,  # type: ignore[arg-type]
-            compression=self._compression_info(outcome.kind),
-            encryption=EncryptionInfo(method=self.cipher.method, key_id=self.cipher.key_id) if self.cipher else None,
+            compression=encoding.compression_info(), encryption=encoding.encryption_info(),
             raw_size_bytes=raw.size, raw_sha256=raw.sha256, size_bytes=stored.size, sha256=stored.sha256,
             snapshot=snap.id if snap else None, tables=snap.tables if snap else None,
             table_hashes=snap.hashes if snap else None,
         )
-
-    def _compression_info(self, kind: str) -> CompressionInfo:
-        algorithm = stream_compression(self.settings, kind)
-        level = 0 if algorithm is Compression.NONE else self.settings.effective_compression_level()
-        return CompressionInfo(algorithm=algorithm.value, level=level)
 
     _version_cache: str | None = None
 
@@ -332,105 +248,20 @@ class BackupRun:
                 return None
         return self._version_cache
 
-    def _commit(self, outcome: Outcome, fanout: FanOut, manifest: Manifest) -> None:
-        """Close the stream, commit each copy, verify it, then write .sha256 + manifest."""
-        s = self.settings
-        fanout.close()
+    def _commit(self, outcome: Outcome, written: Written, manifest: Manifest) -> None:
+        """Commit, check and record each copy (pipeline.commit); MIN_BACKUP_SIZE applies
+        when the snapshot saw rows."""
         has_rows = any(n > 0 for n in (manifest.tables or {}).values())
-        if s.min_backup_size and has_rows and manifest.size_bytes < s.min_backup_size:
-            fanout.abort()
-            raise BackupFailed(f"{manifest.artifact} is only {manifest.size_bytes} bytes (MIN_BACKUP_SIZE is "
-                               f"{s.min_backup_size})", "check that the database has data, or lower MIN_BACKUP_SIZE")
-        for name, error in fanout.failed.items():
-            outcome.failed[name] = str(error)
-            logger.error(f"Destination {name} failed for {manifest.artifact}: {error}",
-                         extra=log.fields(destination=name))
-            _abort_quietly(fanout, name)
-        by_name = {d.name: d for d in self.destinations}
-        healthy = list(fanout.healthy.items())
-        for index, (name, writer) in enumerate(healthy):
-            committed = False
-            try:
-                self.stopper.check()
-                writer.commit()
-                committed = True
-                # The stream was decoded in-stream; each durable copy is re-read for its SHA-256,
-                # except a further copy whose store verified the SHA-256 of every part it received.
-                by_store = bool(outcome.stored) and bool(getattr(writer, "verified_by_store", False))
-                self._check_copy(by_name[name], manifest, full=not by_store)
-                by_name[name].put_bytes(manifest.checksum_key, checksum_line(manifest.sha256, manifest.artifact))
-                self.stopper.check()  # the last moment to stop: past the manifest, this copy is a backup
-                by_name[name].put_bytes(manifest.manifest_key, manifest.to_json())
-            except Exception as exc:
-                if not isinstance(exc, SentinelError) or self.stopper.requested:
-                    # Interrupted (or a bug): nothing unfinished may stay anywhere.
-                    self._discard(by_name[name], manifest, writer, committed)
-                    for rest_name, rest in healthy[index + 1:]:
-                        _abort_writer(rest, rest_name)
-                    if outcome.stored:
-                        outcome.manifest = manifest  # complete where its manifest was written
-                    raise
-                outcome.failed[name] = exc.message
-                logger.error(f"Destination {name} failed for {manifest.artifact}: {exc.message}",
-                             extra=log.fields(destination=name))
-                if committed:  # only what this run stored; never a name it could not commit
-                    by_name[name].delete(manifest.checksum_key)
-                    by_name[name].delete(manifest.artifact)
-                continue
-            outcome.stored.append(name)
-        if not outcome.stored:
-            raise BackupFailed(f"no destination holds a verified copy of {manifest.artifact}",
-                               "; ".join(f"{k}: {v}" for k, v in outcome.failed.items()))
+        minimum = self.settings.min_backup_size if has_rows else 0
+        try:
+            commit(written, manifest, self.destinations, settings=self.settings, stopper=self.stopper,
+                   min_size=minimum, committed=Committed(outcome.stored, outcome.failed))
+        except BaseException:
+            if outcome.stored:
+                outcome.manifest = manifest  # complete where its manifest was written
+            raise
         outcome.manifest = manifest
         logger.info(f"Backup of {manifest.database} completed", extra=log.fields(
             database=manifest.database, artifact=manifest.artifact, raw_bytes=manifest.raw_size_bytes,
             stored_bytes=manifest.size_bytes, seconds=manifest.duration_seconds,
             tables=len(manifest.tables or {}), destinations=",".join(outcome.stored)))
-
-    def _check_copy(self, storage: Storage, manifest: Manifest, *, full: bool = True) -> None:
-        """After the copy is durable: its size (always), its SHA-256 (integrity: the bytes the
-        in-stream check decoded are the bytes stored), or a full decode again (reread)."""
-        mode = self.settings.verify_after_backup
-        if mode is VerifyMode.NONE or not full:
-            info = storage.stat(manifest.artifact)
-            if info is None or info.size != manifest.size_bytes:
-                raise StorageError(f"{storage.name}: stored size does not match the stream", "try again")
-            return
-        def progress(_n: int) -> None:  # a stop request ends the re-read too
-            self.stopper.check()
-
-        if mode is VerifyMode.REREAD:
-            report = verify_copy(storage, manifest, self.settings, progress=progress)
-            ok, failures = report.ok, report.failures
-        else:
-            stored = check_stored(storage, manifest, progress=progress)
-            ok, failures = stored.ok, [stored]
-        if not ok:
-            detail = "; ".join(f"{c.name}: {c.detail}" for c in failures if not c.ok) or "nothing could be checked"
-            raise BackupFailed(f"{storage.name} copy of {manifest.artifact} failed verification: {detail}")
-        logger.debug(f"Verified {storage.name} copy", extra=log.fields(mode=mode.value))
-
-
-    def _discard(self, storage: Storage, manifest: Manifest, writer: ObjectWriter, committed: bool) -> None:
-        """Remove what this run stored of an unfinished copy (interrupted before its manifest)."""
-        if not committed:
-            _abort_writer(writer, storage.name)
-            return
-        for key in (manifest.checksum_key, manifest.artifact):
-            try:
-                storage.delete(key)
-            except SentinelError as exc:
-                logger.warning(f"Could not remove {key} from {storage.name}: {exc.message}")
-
-
-def _abort_writer(writer: ObjectWriter, name: str) -> None:
-    try:
-        writer.abort()
-    except SentinelError as exc:
-        logger.warning(f"Could not abort the upload to {name}: {exc.message}")
-
-
-def _abort_quietly(fanout: FanOut, name: str) -> None:
-    writer = next((lane.writer for lane in fanout.lanes if lane.name == name), None)
-    if writer is not None:
-        _abort_writer(writer, name)

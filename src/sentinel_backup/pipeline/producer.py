@@ -51,7 +51,8 @@ class Producer(Protocol):
 
     def stop(self) -> None:
         """Stop at once (a stop request, or a failure elsewhere in the pipeline). Idempotent;
-        safe before ``start``."""
+        safe before ``start``; may be called from the stop watcher's thread while the main
+        thread reads the stream (the stream then ends or fails)."""
         ...
 
     def observer(self) -> RawObserver | None:

@@ -1,10 +1,11 @@
 """Prove that stored bytes are what the manifest says, while writing and after.
 
 - :class:`StreamCheck` decodes the stored bytes *while they are written* (decrypt,
-  decompress, raw SHA-256, pg_dump's end-of-dump marker) in its own threads, so a backup
-  knows that its stream decodes to exactly what pg_dump produced without a second
-  decoding pass. ``backup`` then re-reads each durable copy once and compares only its
-  size and SHA-256 with the stored hash computed in-stream (:func:`check_stored`).
+  decompress, raw SHA-256, and the producer's raw observer, e.g. pg_dump's end-of-dump
+  marker) in its own threads, so a backup knows that its stream decodes to exactly what
+  the producer wrote without a second decoding pass. ``backup`` then re-reads each durable
+  copy once and compares only its size and SHA-256 with the stored hash computed in-stream
+  (:func:`check_stored`).
 - :func:`verify_copy` is the full re-read: stored size and SHA-256 against the manifest;
   then, when the data can be decrypted, full decompression, raw size and raw SHA-256, and
   for plain dumps the end marker. Used by ``verify``, and by ``backup`` with
@@ -26,6 +27,7 @@ from sentinel_backup.config import Settings
 from sentinel_backup.errors import ConfigError, Interrupted, SentinelError, VerifyFailed
 from sentinel_backup.keys import cipher_for_manifest
 from sentinel_backup.model.manifest import SHA256_SUFFIX, Manifest
+from sentinel_backup.pipeline.producer import RawObserver
 from sentinel_backup.storage.base import ObjectInfo, Storage
 from sentinel_backup.streams.base import Handoff, NullSink, Sink, pump
 from sentinel_backup.streams.compress import decompressor
@@ -128,14 +130,17 @@ class StreamCheck:
     AGE_IDENTITY_FILE on the backup host) and decodes it in its own thread behind a queue
     of two chunks, so memory stays bounded and the producer only waits when decoding
     falls behind. :meth:`checks` then compares what it decoded with the producer's raw
-    digest. A decoding error surfaces as :class:`VerifyFailed` from the stream's next
-    write or its close, which stops the backup before anything is committed.
+    digest, and asks the producer's ``observer`` (which saw every decoded raw byte) whether
+    the stream is a complete artifact of its kind. A decoding error surfaces as
+    :class:`VerifyFailed` from the stream's next write or its close, which stops the backup
+    before anything is committed.
     """
 
-    def __init__(self, compression: Compression, cipher: Cipher | None, *, end_marker: bool) -> None:
+    def __init__(self, compression: Compression, cipher: Cipher | None, *,
+                 observer: RawObserver | None = None) -> None:
         self.decrypts = cipher is not None
-        self.end_marker = end_marker
-        self.decoder = decoder_for(compression, cipher, NullSink())
+        self.observer = observer
+        self.decoder = decoder_for(compression, cipher, observer if observer is not None else NullSink())
         self._queue = Handoff(_Decoding(self.decoder.stored), depth=2)
 
     @property
@@ -157,10 +162,8 @@ class StreamCheck:
             result.append(Check("stream", seen.sha256 == stored.sha256 and seen.size == stored.size,
                                 "the decoder saw every stored byte" if seen.sha256 == stored.sha256
                                 else "the decoder saw other bytes than were stored"))
-        if self.end_marker:
-            done = self.decoder.tail.complete()
-            result.append(Check("complete", done, "pg_dump end-of-dump marker"
-                                + (" present" if done else " missing: the dump is truncated")))
+        if self.observer is not None:
+            result.append(Check(self.observer.name, self.observer.complete(), self.observer.detail()))
         return result
 
 
