@@ -44,15 +44,15 @@ def _archived(backup_dir: Path) -> dict[str, str]:
     return found
 
 
-def test_wal_receive_streams_segments_into_the_archive_and_stops_cleanly(small_segments: TempCluster,
-                                                                         tmp_path: Path) -> None:
-    cluster = small_segments
+def _receive(cluster: TempCluster, tmp_path: Path, *command: str) -> tuple[str, list[str]]:
+    """Run ``command`` (wal-receive, or schedule with WAL_RECEIVE_ENABLED) until three switched
+    segments are archived, then SIGTERM it; its output and the segment names."""
     backup_dir = tmp_path / "backups"
-    staging = tmp_path / "staging"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "S3_", "MINIO_", "PG"))}
     env.update({**cluster.env(), "POSTGRES_DB": "postgres", "BACKUP_DIR": str(backup_dir), "COMPRESSION": "zstd",
-                "WAL_RECEIVE_DIR": str(staging), "WAL_RECEIVE_SLOT": "sentinel_test", "LOG_LEVEL": "INFO"})
-    proc = subprocess.Popen([sys.executable, "-m", "sentinel_backup", "wal-receive"], env=env, cwd=tmp_path,
+                "WAL_RECEIVE_DIR": str(tmp_path / "staging"), "WAL_RECEIVE_SLOT": "sentinel_test",
+                "LOG_LEVEL": "INFO", "WAL_RECEIVE_ENABLED": "true", "BACKUP_SCHEDULE": "0 3 1 1 *"})
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel_backup", *command], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + WAIT_SECONDS
@@ -70,6 +70,14 @@ def test_wal_receive_streams_segments_into_the_archive_and_stops_cleanly(small_s
     finally:
         reap(proc)
     assert proc.returncode == 0, out
+    return out, names
+
+
+def test_wal_receive_streams_segments_into_the_archive_and_stops_cleanly(small_segments: TempCluster,
+                                                                         tmp_path: Path) -> None:
+    cluster = small_segments
+    backup_dir, staging = tmp_path / "backups", tmp_path / "staging"
+    out, names = _receive(cluster, tmp_path, "wal-receive")
     assert "wal-receive stopped" in out
     assert cluster.psql("SELECT slot_name FROM pg_replication_slots") == "sentinel_test"
     assert not [p for p in staging.iterdir() if not p.name.endswith(".partial")]  # pushed, then removed
@@ -79,3 +87,9 @@ def test_wal_receive_streams_segments_into_the_archive_and_stops_cleanly(small_s
         assert key.startswith(f"wal/{sysid}/00000001/")
         plain = subprocess.run(["zstd", "-d", "-c", str(backup_dir / key)], capture_output=True, check=True).stdout
         assert hashlib.sha256(plain).hexdigest() == key.split(".")[1]
+
+
+def test_schedule_runs_wal_receive_beside_its_jobs(small_segments: TempCluster, tmp_path: Path) -> None:
+    out, names = _receive(small_segments, tmp_path, "schedule")
+    assert "wal-receive stopped" in out and "scheduler stopped" in out
+    assert set(names) <= set(_archived(tmp_path / "backups"))
