@@ -214,6 +214,10 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
     results += backup_checks(settings, catalog, databases, now)
     results.append(last_run_check(settings))
     results += drill_checks(settings, catalog, reachable)
+    if not any(r.name == "source" and not r.ok for r in results):
+        from sentinel_backup.wal.checks import archive_checks  # WAL archiving: settings, archiver, slot, gaps
+
+        results += archive_checks(settings, source, reachable, now)
     return results
 
 

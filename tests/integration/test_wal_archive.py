@@ -98,3 +98,48 @@ def test_wal_fetch_exit_codes(wal_tool: WalTool, archiving_cluster: Callable[...
     assert "Traceback" not in corrupt.stderr
     assert not (work / "corrupt").exists()
     assert [p.name for p in work.iterdir()] == ["RECOVERYXLOG"]  # no temporary file left behind
+
+
+def test_wal_fetch_prefetches_the_next_segments(wal_tool: WalTool,
+                                                archiving_cluster: Callable[..., ArchivingCluster]) -> None:
+    spool = wal_tool.folder("prefetch") / "spool"
+    archive = archiving_cluster({"WAL_FETCH_PREFETCH": "3", "WAL_SPOOL_DIR": str(spool)})
+    names = [archive.switch() for _ in range(5)]
+    archive.wait_archived(names[-1])
+    keys = {k.split("/")[-1].split(".")[0]: k.split(".")[1] for k in archived(archive.backup_dir)}
+    work = wal_tool.folder("prefetch-work")
+    prefetched = spool / "prefetch" / archive.system_id()
+
+    first = _fetch(wal_tool, archive, names[0], work / "a")
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in prefetched.iterdir()) == names[1:4]
+    for name in names[1:4]:
+        assert hashlib.sha256((prefetched / name).read_bytes()).hexdigest() == keys[name]
+
+    second = _fetch(wal_tool, archive, names[1], work / "b")
+    assert second.returncode == 0, second.stderr
+    assert "from the prefetch spool" in second.stderr
+    assert hashlib.sha256((work / "b").read_bytes()).hexdigest() == keys[names[1]]
+    assert sorted(p.name for p in prefetched.iterdir()) == names[2:5]  # the end of the archive stops it
+
+    last = _fetch(wal_tool, archive, names[4], work / "c")
+    assert last.returncode == 0, last.stderr
+    assert list(prefetched.iterdir()) == []  # passed segments removed; nothing after the end
+
+
+def test_history_files_take_the_system_id_from_pg_control(wal_tool: WalTool,
+                                                          archiving_cluster: Callable[..., ArchivingCluster]) -> None:
+    archive = archiving_cluster()
+    work = wal_tool.folder("history")
+    history = work / "00000002.history"
+    history.write_text("1\t0/3000000\tno recovery target specified\n")
+    pushed = wal_tool.run(archive.env_file, "wal-push", str(history), cwd=archive.cluster.data)
+    assert pushed.returncode == 0, pushed.stderr
+    (key,) = [k for k in archived(archive.backup_dir) if "history" in k]
+    assert key.startswith(f"wal/{archive.system_id()}/00000002/00000002.history.")
+    back = wal_tool.run(archive.env_file, "wal-fetch", "00000002.history", str(work / "RECOVERYHISTORY"),
+                        cwd=archive.cluster.data)  # restore_command: the system id from pg_control too
+    assert back.returncode == 0, back.stderr
+    assert (work / "RECOVERYHISTORY").read_text() == history.read_text()
+    elsewhere = wal_tool.run(archive.env_file, "wal-push", str(history), cwd=work)  # not a data directory
+    assert elsewhere.returncode == 1 and "--system-id" in elsewhere.stderr

@@ -16,13 +16,15 @@ be there. A copy that does not decode is skipped for the next destination's copy
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from sentinel_backup import log
 from sentinel_backup.config import Settings
-from sentinel_backup.errors import SentinelError, StorageError, VerifyFailed
+from sentinel_backup.errors import SentinelError, VerifyFailed
 from sentinel_backup.model.layout import Handle, is_wal_name
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.streams.base import CHUNK, Sink
@@ -88,7 +90,8 @@ def _decode_into(settings: Settings, storage: Storage, key: str, handle: Handle,
                            " its name records", "the stored copy is damaged")
 
 
-def fetch(settings: Settings, name: str, dest: Path, system_id: str, destinations: list[Storage]) -> str:
+def fetch(settings: Settings, name: str, dest: Path, system_id: str, destinations: list[Storage], *,
+          quiet: bool = False) -> str:
     """Write ``name`` to ``dest`` atomically; returns the destination it came from."""
     if not is_wal_name(name):
         raise FetchFailed(f"{name!r} is not a WAL file name", "restore_command must be: ... wal-fetch %f %p")
@@ -103,12 +106,13 @@ def fetch(settings: Settings, name: str, dest: Path, system_id: str, destination
         for handle, key in copies:
             seen = True
             try:
-                _write_atomically(dest, lambda tmp, h=handle, k=key, s=storage: _decode_into(settings, s, k, h, tmp))
+                write_atomically(dest, functools.partial(_decode_into, settings, storage, key, handle))
             except SentinelError as exc:
                 errors.append(f"{storage.name}: {exc.message}")
                 _log.warning("wal-fetch %s: the copy on %s is unusable: %s", name, storage.name, exc.message)
                 continue
-            _log.info("restored %s from %s", name, storage.name)
+            if not quiet:
+                _log.info("restored %s from %s", name, storage.name)
             return storage.name
     if not seen and not errors:
         raise NotInArchive(f"{name} is not in the archive of system identifier {system_id}",
@@ -118,13 +122,15 @@ def fetch(settings: Settings, name: str, dest: Path, system_id: str, destination
                       " the key (ENCRYPTION_KEY_PATH / AGE_IDENTITY_FILE), then start the server again")
 
 
-def _write_atomically(dest: Path, fill: object) -> None:
+def write_atomically(dest: Path, fill: Callable[[Path], None]) -> None:
+    """``fill`` writes (and fsyncs) a temporary file beside ``dest``, which is then renamed to
+    ``dest``; on any failure the temporary file is removed and ``dest`` is untouched."""
     folder = dest.parent
     fd, temp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".sentinel-tmp", dir=folder)
     os.close(fd)
     tmp = Path(temp)
     try:
-        fill(tmp)  # type: ignore[operator]
+        fill(tmp)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -142,11 +148,21 @@ def fetch_command(settings: Settings, name: str, dest: Path, *, system_id: str |
     """The whole wal-fetch: every failure but "absent" becomes FetchFailed (exit >= 126)."""
     try:
         from sentinel_backup.storage.registry import build_destinations, destination_by_name
+        from sentinel_backup.wal import prefetch
         from sentinel_backup.wal.segment import control_system_id
 
         sysid = system_id if system_id is not None else str(control_system_id(Path.cwd()))
-        destinations = [destination_by_name(settings, source)] if source else build_destinations(settings)
-        return fetch(settings, name, dest, sysid, destinations)
+        if prefetch.take(settings, sysid, name, dest):
+            origin = "prefetch"
+            destinations: list[Storage] | None = None
+        else:
+            destinations = [destination_by_name(settings, source)] if source else build_destinations(settings)
+            origin = fetch(settings, name, dest, sysid, destinations)
+        if settings.wal_fetch_prefetch:
+            if destinations is None:
+                destinations = [destination_by_name(settings, source)] if source else build_destinations(settings)
+            prefetch.prefetch(settings, sysid, name, dest, destinations)
+        return origin
     except (NotInArchive, FetchFailed):
         raise
     except SentinelError as exc:
@@ -155,4 +171,4 @@ def fetch_command(settings: Settings, name: str, dest: Path, *, system_id: str |
         raise FetchFailed(f"cannot write {dest}: {exc.strerror}", "check the data directory") from None
 
 
-__all__ = ["EXIT_FATAL", "FetchFailed", "NotInArchive", "StorageError", "fetch", "fetch_command"]
+__all__ = ["EXIT_FATAL", "FetchFailed", "NotInArchive", "fetch", "fetch_command", "write_atomically"]

@@ -110,7 +110,11 @@ class Receiver:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop.set()
 
-    def run(self) -> int:
+    def run(self, stop: threading.Event | None = None) -> int:
+        """Receive until SIGTERM/SIGINT (or ``stop`` is set: then no signal handler is installed,
+        as beside the scheduler, in a thread)."""
+        if stop is not None:
+            self._stop = stop
         try:
             self.staging.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -118,7 +122,8 @@ class Receiver:
                               "set WAL_RECEIVE_DIR to a writable local folder") from None
         self.system_id = self.identify_system()
         self.create_slot()
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {} if stop is not None else {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         argv = [self._binary("pg_receivewal"), *self._conn(), "-D", str(self.staging), "--slot", self.slot,
                 "--no-password", "-v"]
         _log.info("wal-receive: streaming from the server (system identifier %s) through slot %s into %s",
@@ -157,3 +162,26 @@ class Receiver:
                               "it stays in the staging folder and is pushed on the next start") from None
         _log.info("wal-receive stopped; %d WAL file(s) archived", self.pushed)
         return 0
+
+
+RESTART_PAUSE = 10.0
+
+
+def run_beside(settings: Settings, stop: threading.Event) -> threading.Thread:
+    """wal-receive in a thread beside the scheduler (WAL_RECEIVE_ENABLED): restarted after a
+    pause when it fails (server restarted, network), stopped when ``stop`` is set."""
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                Receiver(settings).run(stop)
+            except SentinelError as exc:
+                _log.error("wal-receive failed: %s; restarting in %.0f s", exc.message, RESTART_PAUSE)
+            except Exception as exc:  # the scheduler must go on whatever happens here
+                _log.error("wal-receive failed: %s: %s; restarting in %.0f s", type(exc).__name__, exc,
+                           RESTART_PAUSE)
+            stop.wait(RESTART_PAUSE)
+
+    thread = threading.Thread(target=loop, name="wal-receive", daemon=True)
+    thread.start()
+    return thread
