@@ -242,3 +242,30 @@ def test_container_mode_runs_pg_basebackup_through_docker_exec(cluster: TempClus
     assert base[9] == "pg_basebackup" and base[base.index("-D") + 1] == "-" and "--no-password" in base
     (entry,) = cli(env, "list", "--json").json()
     assert entry["kind"] == "physical"
+
+
+def test_sigterm_mid_stream_stops_and_commits_nothing(cluster: TempCluster, tmp_path: Path) -> None:
+    slow = tmp_path / "bin"
+    slow.mkdir()
+    real = Path("/usr/lib/postgresql/15/bin")
+    for tool in ("pg_dump", "pg_dumpall", "pg_restore", "psql"):
+        (slow / tool).symlink_to(real / tool)
+    (slow / "pg_basebackup").write_text(f'#!/bin/sh\nexec {real}/pg_basebackup --max-rate=32k "$@"\n')
+    (slow / "pg_basebackup").chmod(0o755)
+    env = env_for(cluster, tmp_path, PG_BIN_DIR=str(slow))
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "PG"))}
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel_backup", "backup", "--physical"],
+                            env={**child_env, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid = None
+    while proc.poll() is None:
+        pid = _pg_basebackup_pid(cluster.port)
+        if pid is not None and _written(pid) > 100_000:
+            break
+        time.sleep(0.05)
+    assert pid is not None and proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate()
+    assert proc.returncode == 130, out + err
+    assert _pg_basebackup_pid(cluster.port) is None  # the child was stopped too
+    backups = tmp_path / "backups"
+    assert [p for p in backups.rglob("*") if p.is_file() and "sentinel_base" in p.name] == []

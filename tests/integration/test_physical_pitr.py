@@ -104,7 +104,10 @@ def test_pitr_to_a_time_a_restore_point_the_end_and_after_a_timeline_switch(
 
     _, at_time = restore(archive, wal_tool, work / "at-time", "--target-time", moment.replace(" ", "T"))
     assert count(at_time) == 200
-    _, at_name = restore(archive, wal_tool, work / "at-name", "--target-name", "before_400")
+    result, at_name = restore(archive, wal_tool, work / "at-name", "--target-name", "before_400",
+                              "--target-action", "pause")
+    assert "Recovery ended (paused)" in result.stdout
+    assert at_name.sql("SELECT pg_is_in_recovery()") == "t"
     assert count(at_name) == 300
     result, at_end = restore(archive, wal_tool, work / "at-end")
     assert "Recovery ended (promoted)" in result.stdout
@@ -190,5 +193,7 @@ def test_retention_keeps_exactly_the_wal_kept_backups_need(
     assert kept["id"] == newer["id"] and older["id"] != newer["id"]
     left = sorted(p.name.split(".")[0] for p in folder.iterdir() if ".backup." not in p.name)
     assert left == [s for s in segments if s >= start]
+    stamp = older["id"].removeprefix("base_")
+    assert not list((archive.backup_dir / "basebackups").rglob(f"*{stamp}*"))  # removed whole
     _, restored = restore(archive, wal_tool, work / "restored")
     assert count(restored) == 30
