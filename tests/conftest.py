@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.plugins.pgversions",
     "tests.plugins.s3",
     "tests.plugins.webhook",
+    "tests.plugins.archive18",
 ]
 
 

@@ -114,6 +114,17 @@ class Settings(BaseSettings):
     physical_spool_dir: Path | None = Field(None, validation_alias=_env("PHYSICAL_SPOOL_DIR"))
     """Folder for the temporary copy of a cluster with tablespaces (pg_basebackup writes one tar per
     tablespace; needs the cluster's size free). Default: the system temporary folder."""
+    physical_incremental: bool = Field(False, validation_alias=_env("PHYSICAL_INCREMENTAL"))
+    """Physical backups are incremental (PostgreSQL 17+, `summarize_wal = on`): `pg_basebackup --incremental` against
+    the newest backup of the current chain; a full one when the chain policy says so. As `backup --incremental`."""
+    physical_full_every: str | None = Field(None, validation_alias=_env("PHYSICAL_FULL_EVERY"))
+    """With incremental backups: take a full base backup when the chain's full one is older than this (7d, 26h)."""
+    physical_max_incrementals: int | None = Field(None, ge=1, validation_alias=_env("PHYSICAL_MAX_INCREMENTALS"))
+    """With incremental backups: take a full base backup after this many incrementals in a chain. With neither
+    this nor PHYSICAL_FULL_EVERY a chain grows until a full backup is asked for (`backup --physical`)."""
+    drill_pitr_marker: bool = Field(True, validation_alias=_env("DRILL_PITR_MARKER"))
+    """Physical drills write two marker rows on the source (schema `sentinel_drill`) and a named restore point, and
+    prove recovery reaches the point between them. `false` for servers where the tool may not write."""
 
     # --- encryption -------------------------------------------------------------
     encrypt_enabled: bool = Field(False, validation_alias=_env("ENCRYPT_ENABLED"))
@@ -292,7 +303,8 @@ class Settings(BaseSettings):
                      "retention_days", "retention_keep_last", "retention_keep_daily",
                      "retention_keep_weekly", "retention_keep_monthly", "retention_keep_yearly",
                      "globals_enabled", "drill_port", "drill_password_file", "drill_sql_file", "metrics_file",
-                     "wal_spool_dir", "max_wal_age", "wal_receive_dir", mode="before")
+                     "wal_spool_dir", "max_wal_age", "wal_receive_dir", "physical_full_every",
+                     "physical_max_incrementals", mode="before")
     @classmethod
     def _empty_optional(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -313,6 +325,13 @@ class Settings(BaseSettings):
     @classmethod
     def _age(cls, value: str) -> str:
         parse_duration(value)
+        return value
+
+    @field_validator("physical_full_every")
+    @classmethod
+    def _full_every(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
         return value
 
     @field_validator("max_wal_age")

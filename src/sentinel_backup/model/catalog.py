@@ -99,7 +99,8 @@ def _physical_json(m: Manifest) -> dict[str, Any] | None:
     return {"system_identifier": f.system_identifier, "timeline": f.timeline, "start_lsn": f.start_lsn,
             "stop_lsn": f.stop_lsn, "start_wal": f.start_wal, "stop_wal": f.stop_wal,
             "earliest_reachable_time": reach.isoformat().replace("+00:00", "Z"),
-            "tablespaces": len(f.tablespaces), "backup_manifest": f.backup_manifest_key}
+            "tablespaces": len(f.tablespaces), "backup_manifest": f.backup_manifest_key,
+            "parent_id": f.parent_id, "chain_root_id": f.chain_root_id or m.id, "chain_position": f.chain_position}
 
 
 @dataclass

@@ -57,8 +57,9 @@ class PgBasebackupProducer:
     tool = "pg_basebackup"
 
     def __init__(self, source: Source, *, checkpoint: str = "fast", label: str = "sentinel-backup",
-                 spool_dir: Path | None = None) -> None:
+                 spool_dir: Path | None = None, incremental: Path | None = None) -> None:
         self.source = source
+        self.incremental = incremental  # the parent's backup_manifest (physical.incremental), or None: full
         self.checkpoint = checkpoint
         self.backup_label = label
         self.spool_parent = spool_dir
@@ -90,8 +91,10 @@ class PgBasebackupProducer:
         self.tablespaces = [dict(t) for t in listed]
 
     def argv(self, target: str) -> list[str]:
+        incremental = [f"--incremental={self.incremental}"] if self.incremental is not None else []
         return self.source.command("pg_basebackup", "-D", target, "-Ft", "-X", "fetch",
-                                   f"--checkpoint={self.checkpoint}", "-l", self.backup_label, "--no-password")
+                                   f"--checkpoint={self.checkpoint}", "-l", self.backup_label, "--no-password",
+                                   *incremental)
 
     # --- the Producer protocol ------------------------------------------------------------
     def start(self) -> IO[bytes]:

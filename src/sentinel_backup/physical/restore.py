@@ -212,7 +212,8 @@ class PhysicalRestore:
         return bin_dir, spaces
 
     def run(self, entry: Entry, storage: Storage, pgdata: Path, target: Target, *,
-            start_port: int | None = None, keep_running: bool = False) -> PhysicalResult:
+            start_port: int | None = None, keep_running: bool = False,
+            chain: list[tuple[Entry, Storage]] | None = None) -> PhysicalResult:
         facts = entry.manifest.physical
         assert facts is not None
         pgdata = pgdata.absolute()
@@ -229,6 +230,11 @@ class PhysicalRestore:
                 raise ConfigError(message, hint)
             logger.warning(f"{message}; {hint}")
         t0 = time.monotonic()
+        scratch = None  # an incremental's chain: every member fetched and verified before the target is touched
+        if chain is not None and len(chain) > 1:
+            from sentinel_backup.physical.incremental import ChainScratch
+            scratch = ChainScratch(self, chain, bin_dir)
+            scratch.prepare()
         created = not pgdata.exists()
         pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(pgdata, 0o700)
@@ -236,12 +242,18 @@ class PhysicalRestore:
             os.chown(pgdata, *self.owner)
         extractor = TarExtractor(pgdata, spaces, self.owner)
         try:
-            self._extract(entry, storage, extractor)
+            if scratch is not None:
+                scratch.combine(pgdata)
+            else:
+                self._extract(entry, storage, extractor)
         except BaseException:
             _wipe(pgdata, remove=created)
             for made in extractor._made:
                 shutil.rmtree(made, ignore_errors=True)
             raise
+        finally:
+            if scratch is not None:
+                scratch.cleanup()
         conf = self._configure(pgdata, facts.system_identifier, target)
         seconds = time.monotonic() - t0
         run_as = "runuser -u postgres -- " if self.owner is not None else ""

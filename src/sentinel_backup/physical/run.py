@@ -31,6 +31,7 @@ from sentinel_backup.logical.run import Outcome, RunResult
 from sentinel_backup.model.layout import BASE_PREFIX, Handle, key_for
 from sentinel_backup.model.manifest import Manifest, stamp
 from sentinel_backup.pg.source import Source
+from sentinel_backup.physical.incremental import Increment, plan_increment
 from sentinel_backup.physical.producer import PgBasebackupProducer
 from sentinel_backup.pipeline.commit import Committed, commit, unique_key
 from sentinel_backup.pipeline.write import Encoding, Written, write_stream
@@ -91,10 +92,19 @@ class PhysicalRun:
         self.stopper = stop if isinstance(stop, Stopper) else Stopper(stop)
         self.source.on_spawn = self.stopper.adopt
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.increment = Increment()  # full, unless PHYSICAL_INCREMENTAL (physical.incremental)
         if not destinations:
             raise BackupFailed("no destination is enabled", "set LOCAL_ENABLED=true, S3_ENABLED or MINIO_ENABLED")
 
     def run(self) -> RunResult:
+        if self.settings.physical_incremental:  # refusals (version, summarize_wal) exit 2 before anything starts
+            self.increment = plan_increment(self.settings, self.destinations, self.source, self.clock())
+        try:
+            return self._run()
+        finally:
+            self.increment.cleanup()
+
+    def _run(self) -> RunResult:
         with self.stopper.watching():
             started = self.clock()
             t0 = time.monotonic()
@@ -124,7 +134,8 @@ class PhysicalRun:
         logger.debug(f"Client tools: {tools.describe()}")
         producer = PgBasebackupProducer(self.source, checkpoint=self.settings.physical_checkpoint.value,
                                         label=f"sentinel-backup {stamp(moment)}",
-                                        spool_dir=self.settings.physical_spool_dir)
+                                        spool_dir=self.settings.physical_spool_dir,
+                                        incremental=self.increment.manifest_path)
         producer.inspect()
         sysid = producer.system_identifier
         encoding = self.encoding()
@@ -180,4 +191,4 @@ class PhysicalRun:
             hostname=socket.gethostname(), source=self.source.describe(), server_version=producer.server_version,
             format="tar", compression=encoding.compression_info(), encryption=encoding.encryption_info(),
             raw_size_bytes=written.raw.size, raw_sha256=written.raw.sha256, size_bytes=written.stored.size,
-            sha256=written.stored.sha256, physical=producer.facts(manifest_key))
+            sha256=written.stored.sha256, physical=self.increment.facts(producer.facts(manifest_key)))

@@ -60,4 +60,7 @@ def _table(entries: list[Entry], drills: dict[str, dict[str, Any] | None]) -> No
 def _kind(e: Entry) -> str:
     """Physical backups: their WAL range (start..stop LSN) and timeline."""
     f = e.manifest.physical
-    return "" if f is None else f"physical {f.start_lsn}..{f.stop_lsn} tli {f.timeline}"
+    if f is None:
+        return ""
+    chain = f", incremental {f.chain_position} of {f.chain_root_id}" if f.parent_id else ""
+    return f"physical {f.start_lsn}..{f.stop_lsn} tli {f.timeline}{chain}"

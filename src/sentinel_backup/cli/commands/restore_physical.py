@@ -27,15 +27,20 @@ def restore_physical(ctx: typer.Context, backup_id: str, pgdata: Path | None, so
     target = Target(time=parse_target_time(target_time) if target_time else None, lsn=target_lsn,
                     name=target_name, xid=target_xid, action=target_action)
     destinations = build_destinations(settings)
-    entry = choose_base(scan(destinations).entries, backup_id, target)
+    from sentinel_backup.physical.incremental import chain_for
+    entries = scan(destinations).entries
+    entry = choose_base(entries, backup_id, target)
+    chain = chain_for(entry, entries, destinations, source)  # an incremental: its whole chain, root first
     storage = pick_copy(entry, destinations, source)
     restorer = PhysicalRestore(settings, env_file=state(ctx).env_file, tool_command=tool_command,
                                keep_archiving=keep_archiving, tablespace_dir=tablespace_dir)
-    result = restorer.run(entry, storage, pgdata, target, start_port=start, keep_running=keep_running)
+    result = restorer.run(entry, storage, pgdata, target, start_port=start, keep_running=keep_running, chain=chain)
     facts = entry.manifest.physical
     assert facts is not None
     emit(f"Restored base backup {entry.id} ({facts.start_lsn}..{facts.stop_lsn}, timeline {facts.timeline}) from "
-         f"{storage.name} into {result.pgdata} in {result.seconds:.1f} s.")
+         f"{storage.name} into {result.pgdata} in {result.seconds:.1f} s."
+         + (f" Incremental: combined a chain of {len(chain)} ({', '.join(e.id for e, _ in chain)})."
+            if len(chain) > 1 else ""))
     emit("Recovery settings in postgresql.auto.conf: " + "; ".join(f"{k} = {v}" for k, v in result.settings.items()))
     if "archive_mode" in result.settings:
         emit("archive_mode is off in the copy, so it cannot push WAL into the original's archive; "
