@@ -131,3 +131,20 @@ def test_summarize_wal_off_is_refused_with_the_fix(pg18: TempCluster, tmp_path: 
 def cluster15() -> Iterator[TempCluster]:
     with TempCluster() as pg:
         yield pg
+
+
+def test_retention_removes_a_chain_whole_newest_first(chain: tuple[ArchivingCluster, str]) -> None:
+    archive, _ = chain
+    old = [e["id"] for e in cli(archive.values, "list", "--json").json()]
+    backup(archive, "--physical")  # a new chain (a full backup)
+    env = {**archive.values, "RETENTION_KEEP_LAST": "1"}
+    dry = cli(env, "prune", "--dry-run", "--json")
+    assert dry.code == 0, dry.output
+    (local,) = dry.json()
+    removed = [d["id"] for d in local["decisions"] if d["action"] == "remove"]
+    assert removed == old  # newest first: the incrementals before their full backup
+    assert cli(env, "prune").code == 0
+    (kept,) = cli(archive.values, "list", "--json").json()
+    assert kept["id"] not in old and kept["physical"]["chain_position"] == 0
+    stamps = [i.removeprefix("base_") for i in old]
+    assert not [p for p in (archive.backup_dir / "basebackups").rglob("*") if any(s in p.name for s in stamps)]

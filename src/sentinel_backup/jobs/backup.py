@@ -42,9 +42,10 @@ from sentinel_backup.metrics import inventory as metrics_inventory
 from sentinel_backup.model.catalog import legacy_database
 from sentinel_backup.model.catalog import scan as scan_catalog
 from sentinel_backup.notify import EventKind, Notifier, RunEvent
+from sentinel_backup.physical.chain import chain_parents, chain_plan
 from sentinel_backup.physical.retention import apply_wal, plan_wal, scan_bases, scan_wal, wal_for_plan
 from sentinel_backup.physical.run import PhysicalRun
-from sentinel_backup.retention.plan import DEFAULT_GRACE, ApplyResult, RetentionPlan, RetentionPolicy, apply, plan, scan
+from sentinel_backup.retention.plan import DEFAULT_GRACE, ApplyResult, RetentionPlan, RetentionPolicy, apply, scan
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.storage.local import LocalStorage
 from sentinel_backup.storage.registry import build_destinations
@@ -253,7 +254,9 @@ def prune_job(settings: Settings, destinations: list[Storage] | None = None, *, 
             stop.check("retention")
         policy = RetentionPolicy.from_settings(settings, dest.name)
         bases, infos = scan_bases(dest)  # physical base backups: the same rules, per cluster
-        the_plan = plan([*scan(dest, now, legacy_database=legacy_db), *bases], policy, now)
+        # incremental chains are kept or removed as units (physical.chain)
+        the_plan = chain_plan([*scan(dest, now, legacy_database=legacy_db), *bases], chain_parents(dest, bases),
+                              policy, now)
         applied = apply(dest, the_plan, dry_run=dry_run)
         applied.notes.extend(apply_wal(dest, plan_wal(scan_wal(dest), wal_for_plan(the_plan, infos)),
                                        dry_run=dry_run))

@@ -1,4 +1,4 @@
-"""Incremental chains of physical backups (PostgreSQL 17+): pure functions, no I/O.
+"""Incremental chains of physical backups (PostgreSQL 17+): pure functions (and one reader).
 
 A chain is one full base backup (its root, position 0) and the incrementals taken after it,
 each against the one before (``PhysicalFacts.parent_id``, ``chain_root_id``,
@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sentinel_backup.errors import NotFound
+from sentinel_backup.errors import NotFound, SentinelError
 from sentinel_backup.model.catalog import Entry
-from sentinel_backup.retention.plan import BackupRef, Decision, RetentionPlan, RetentionPolicy, plan
+from sentinel_backup.model.manifest import MANIFEST_SUFFIX, Manifest
+from sentinel_backup.retention.plan import BackupRef, Decision, RetentionPlan, RetentionPolicy, Store, plan
 
 
 def position(entry: Entry) -> int:
@@ -132,3 +133,19 @@ def _chains(backups: Sequence[BackupRef], parents: dict[str, str | None]) -> dic
             ident = parent
         units.setdefault(ident, []).append(ref)
     return units
+
+
+# --- what a destination holds ----------------------------------------------------------------------
+def chain_parents(storage: Store, refs: Sequence[BackupRef]) -> dict[str, str | None]:
+    """Backup id -> parent id of the good physical backups among ``refs`` (their manifests are
+    read again: the first key of a physical ref is its manifest)."""
+    parents: dict[str, str | None] = {}
+    for ref in refs:
+        if ref.kind != "physical" or not ref.good or not ref.keys or not ref.keys[0].endswith(MANIFEST_SUFFIX):
+            continue
+        try:
+            manifest = Manifest.from_json(storage.read_bytes(ref.keys[0]), f"{storage.name}:{ref.keys[0]}")
+        except SentinelError:
+            continue
+        parents[ref.id] = manifest.physical.parent_id if manifest.physical is not None else None
+    return parents
