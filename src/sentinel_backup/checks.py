@@ -218,6 +218,10 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
         from sentinel_backup.wal.checks import archive_checks  # WAL archiving: settings, archiver, slot, gaps
 
         results += archive_checks(settings, source, reachable, now)
+        if settings.physical_incremental:  # PostgreSQL 17+ with summarize_wal = on
+            from sentinel_backup.physical.incremental import incremental_check
+
+            results.append(incremental_check(source))
     return results
 
 

@@ -35,6 +35,8 @@ EXAMPLES: dict[str, str] = {
     "COMPRESSION_THREADS": "2", "MIN_BACKUP_SIZE": "4096", "VERIFY_AFTER_BACKUP": "restore",
     "PG_DUMP_OPTIONS": "--exclude-table-data=audit.*", "LOCK_WAIT_TIMEOUT": "5m", "BACKUP_GLOBALS": "true",
     "BACKUP_MODE": "physical", "PHYSICAL_CHECKPOINT": "spread", "PHYSICAL_SPOOL_DIR": "/var/tmp/sentinel-spool",
+    "PHYSICAL_INCREMENTAL": "true", "PHYSICAL_FULL_EVERY": "7d", "PHYSICAL_MAX_INCREMENTALS": "6",
+    "DRILL_PITR_MARKER": "false",
     "ENCRYPT_ENABLED": "true",
     "ENCRYPTION_METHOD": "age", "ENCRYPTION_KEY_PATH": "/etc/sentinel/backup.key",
     "AGE_RECIPIENTS": "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",

@@ -125,6 +125,17 @@ def test_summarize_wal_off_is_refused_with_the_fix(pg18: TempCluster, tmp_path: 
     refused = cli(env, "backup", "--physical", "--incremental")
     assert refused.code == 2, refused.output
     assert "summarize_wal = on" in refused.stderr and "ALTER SYSTEM SET summarize_wal" in refused.stderr
+    checked = cli({**env, "PHYSICAL_INCREMENTAL": "true"}, "check")
+    assert checked.code != 0
+    line = next(line for line in checked.output.splitlines() if "incremental backups" in line)
+    assert "summarize_wal = on" in line and "CRITICAL" in line.upper(), checked.output
+    pg18.psql("ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf()")
+    try:
+        checked = cli({**env, "PHYSICAL_INCREMENTAL": "true"}, "check")
+        line = next(line for line in checked.output.splitlines() if "incremental backups" in line)
+        assert "PostgreSQL 18" in line and "CRITICAL" not in line.upper(), checked.output
+    finally:
+        pg18.psql("ALTER SYSTEM RESET summarize_wal; SELECT pg_reload_conf()")
 
 
 @pytest.fixture(scope="module")

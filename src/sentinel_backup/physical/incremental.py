@@ -47,6 +47,7 @@ from sentinel_backup.pipeline.read import decoder_for, reading_cipher
 from sentinel_backup.storage.base import Storage
 
 if TYPE_CHECKING:
+    from sentinel_backup.checks import CheckResult
     from sentinel_backup.physical.restore import PhysicalRestore
 
 logger = log.get("physical")
@@ -270,3 +271,16 @@ class ChainScratch:
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
             self.cleanup()
+
+
+def incremental_check(source: Source) -> CheckResult:
+    """For ``check`` with PHYSICAL_INCREMENTAL: the server can take incremental backups."""
+    from sentinel_backup.checks import CRITICAL, OK, CheckResult
+    try:
+        state = server_state(source)
+    except SentinelError as exc:
+        return CheckResult("incremental backups", CRITICAL, exc.message, exc.hint)
+    problem = incremental_problem(state)
+    if problem is not None:
+        return CheckResult("incremental backups", CRITICAL, problem.message, problem.hint)
+    return CheckResult("incremental backups", OK, f"PostgreSQL {state['version']}, summarize_wal = on")
