@@ -242,6 +242,7 @@ class PhysicalRestore:
             for made in extractor._made:
                 shutil.rmtree(made, ignore_errors=True)
             raise
+        self._check_tool()
         conf = self._configure(pgdata, facts.system_identifier, target)
         seconds = time.monotonic() - t0
         run_as = "runuser -u postgres -- " if self.owner is not None else ""
@@ -252,6 +253,18 @@ class PhysicalRestore:
             assert bin_dir is not None
             TemporaryServer(bin_dir, pgdata, start_port, self.owner, self.settings).recover(result, keep_running)
         return result
+
+    def _check_tool(self) -> None:
+        """Warn when the postgres OS user could not run restore_command's program."""
+        words = shlex.split(self.tool_command)
+        if self.owner is None or not words or not words[0].startswith("/"):
+            return
+        program = Path(words[0])
+        blocked = _unreachable(program.resolve(), self.owner)
+        if blocked is not None:
+            logger.warning(f"restore_command runs {program} as the postgres OS user, who cannot enter {blocked}:"
+                           " recovery would stop at its first WAL file; install the tool where postgres can run it"
+                           " and pass --tool-command")
 
     def _extract(self, entry: Entry, storage: Storage, extractor: TarExtractor) -> None:
         manifest = entry.manifest
