@@ -8,6 +8,8 @@ archive is in test_physical_pitr.py.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
 import pwd
@@ -81,6 +83,11 @@ def test_base_backup_round_trip_started_and_counted(cluster: TempCluster, tmp_pa
     assert (artifact.parent / artifact.name.replace(".tar.gz", ".backup_manifest.gz")).is_file()
     manifest = json.loads((artifact.parent / (artifact.name + ".manifest.json")).read_text())
     assert manifest["physical"]["backup_manifest_key"].endswith(".backup_manifest.gz")
+    pg_manifest = gzip.decompress((tmp_path / "backups" / manifest["physical"]["backup_manifest_key"]).read_bytes())
+    assert hashlib.sha256(pg_manifest).hexdigest() == manifest["physical"]["backup_manifest_sha256"]
+    assert json.loads(pg_manifest)["WAL-Ranges"][0]["End-LSN"] == physical["stop_lsn"]
+    logical = cli(env, "restore", entry["id"], "--target-db", "nope", "--create")
+    assert logical.code == 2 and "restore --physical" in logical.stderr
     verified = cli(env, "verify", entry["id"])
     assert verified.code == 0, verified.output
     assert "tar end-of-archive present" in verified.output

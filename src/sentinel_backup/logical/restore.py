@@ -192,6 +192,9 @@ class Restorer:
     def restore(self, entry: Entry, storage: Storage, target: str, *, create: bool = False, clean: bool = False,
                 terminate_sessions: bool = False, jobs: int = 1) -> RestoreResult:
         manifest = entry.manifest
+        if manifest.kind == "physical":
+            raise ConfigError(f"{manifest.id} is a physical base backup of the whole cluster, not a database dump",
+                              f"restore it with: sentinel-backup restore --physical {manifest.id} --pgdata NEW_DIR")
         if manifest.kind == "globals":
             raise ConfigError(f"{manifest.id} holds roles and tablespaces, not a database",
                               f"apply it with: gunzip -c {manifest.artifact} | psql -d postgres"

@@ -20,6 +20,7 @@ as soon as the stream has been read (or the backup failed).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -155,6 +156,7 @@ class PgBasebackupProducer:
             stop_wal=wal_file(timeline, max(stop - 1, label.start_lsn), self.segment_size),
             wal_segment_size=self.segment_size, wal_included=True, backup_label=label.label,
             backup_manifest_key=manifest_key if manifest is not None else None,
+            backup_manifest_sha256=hashlib.sha256(manifest).hexdigest() if manifest is not None else None,
             tablespaces=[{**t, "member_prefix": f"{TABLESPACE_PREFIX}{t['oid']}/"} for t in self.tablespaces],
             pg_basebackup_version=self._version(), start_time=label.start_time, stop_time=self.finished_at)
 

@@ -166,14 +166,10 @@ class PhysicalRun:
             manifest = self._manifest(key, begin, time.monotonic() - t0, producer, written, encoding, manifest_key)
             commit(written, manifest, self.destinations, settings=self.settings, stopper=self.stopper,
                    committed=Committed(outcome.stored, outcome.failed))
+            self._drop_sidecars([s for s in sidecars if s[0].name not in outcome.stored])  # failed copies
         except BaseException:
             written.abort()
-            for dest, sidecar in sidecars:
-                if dest.name not in outcome.stored:
-                    try:
-                        dest.delete(sidecar)
-                    except SentinelError as exc:
-                        logger.warning(f"Could not remove {sidecar} from {dest.name}: {exc.message}")
+            self._drop_sidecars([s for s in sidecars if s[0].name not in outcome.stored])
             raise
         outcome.manifest = manifest
         facts = manifest.physical
@@ -182,6 +178,15 @@ class PhysicalRun:
             artifact=key, raw_bytes=manifest.raw_size_bytes, stored_bytes=manifest.size_bytes,
             seconds=manifest.duration_seconds, start_lsn=facts.start_lsn, stop_lsn=facts.stop_lsn,
             destinations=",".join(outcome.stored)))
+
+    @staticmethod
+    def _drop_sidecars(sidecars: list[tuple[Storage, str]]) -> None:
+        """Remove the backup_manifest copies of destinations that hold no committed backup."""
+        for dest, sidecar in sidecars:
+            try:
+                dest.delete(sidecar)
+            except SentinelError as exc:
+                logger.warning(f"Could not remove {sidecar} from {dest.name}: {exc.message}")
 
     def _manifest(self, key: str, begin: datetime, seconds: float, producer: PgBasebackupProducer,
                   written: Written, encoding: Encoding, manifest_key: str) -> Manifest:
