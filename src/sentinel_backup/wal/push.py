@@ -214,11 +214,17 @@ def push_file(settings: Settings, path: Path, *, system_id: str | None = None,
     if result.failed:
         for name, exc in result.failed.items():
             _log.error("wal-push %s: %s failed: %s", wal.name, name, exc.message)
+        from sentinel_backup.wal import alerts
+
+        alerts.archive_failed(settings, wal.name, "; ".join(f"{n}: {e.message}" for n, e in result.failed.items()))
         done = sorted({*result.stored, *result.present})
         raise PushFailed(f"{wal.name} is not archived on every destination ({', '.join(sorted(result.failed))}"
                          f" failed{'; stored on ' + ', '.join(done) if done else ''})",
                          "PostgreSQL keeps the file and calls wal-push again; nothing is lost. Fix the destination"
                          " (see the errors above); pg_wal grows until it is back")
+    from sentinel_backup.wal import alerts
+
+    alerts.archive_succeeded(settings)
     _log.info("archived %s (%s bytes) %s", wal.name, wal.size,
               ", ".join([*(f"to {n}" for n in result.stored), *(f"already on {n}" for n in result.present)]))
     return result
