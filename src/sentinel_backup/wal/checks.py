@@ -118,9 +118,9 @@ def slot_check(settings: Settings, source: Source) -> CheckResult:
 
 
 def spool_check(settings: Settings, now: datetime) -> CheckResult:
-    from sentinel_backup.wal.spool import pending
+    from sentinel_backup.wal.spool import pending, spool_root
 
-    waiting = pending(settings)
+    waiting = pending(spool_root(settings))
     if not waiting:
         return CheckResult("wal spool", OK, "empty: every spooled WAL file is shipped")
     oldest = min(datetime.fromtimestamp(item.path.stat().st_mtime, UTC) for item in waiting)

@@ -18,9 +18,9 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sentinel_backup import log
-from sentinel_backup.config import Settings
 from sentinel_backup.errors import SentinelError, StorageError
 from sentinel_backup.model.layout import Handle, is_wal_name, key_for
 from sentinel_backup.storage.base import ObjectWriter, Storage
@@ -34,6 +34,9 @@ from sentinel_backup.wal.segment import (
     is_segment,
     parse_header,
 )
+
+if TYPE_CHECKING:  # the settings schema (pydantic) is not needed to identify or spool a file
+    from sentinel_backup.config import Settings
 
 _log = log.get("wal")
 
