@@ -125,7 +125,7 @@ def drill_checks(settings: Settings, catalog: Catalog, destinations: list[Storag
     by_name = {d.name: d for d in destinations}
     newest: dict[str, Any] = {}
     for entry in catalog.entries:
-        if entry.manifest.kind == "database":
+        if entry.manifest.kind in ("database", "physical"):  # physical: the point-in-time drill (physical.drill)
             newest.setdefault(entry.manifest.database, entry)
     from sentinel_backup.logical.drill import (
         read_record,  # the drill module pulls in the restore machinery: only when needed
@@ -142,10 +142,13 @@ def drill_checks(settings: Settings, catalog: Catalog, destinations: list[Storag
         if record is None:
             status = WARNING if expected else OK
             results.append(CheckResult(name, status, f"{entry.id} has not been drilled",
-                                       "run: sentinel-backup verify latest --restore"))
+                                       "run: sentinel-backup verify latest --restore"
+                                       + (" --physical" if entry.manifest.kind == "physical" else "")))
         elif record.get("passed"):
             results.append(CheckResult(name, OK, f"{entry.id} restored in {record.get('restore_seconds')} s, "
-                                       f"{record.get('tables_checked')} tables match"))
+                                       f"{record.get('tables_checked')} tables match" + (
+                                           f", recovered to {record.get('reached_time')}"
+                                           if record.get("reached_time") else "")))
         else:
             results.append(CheckResult(name, CRITICAL, f"drill of {entry.id} FAILED: "
                                        f"{record.get('error') or record.get('differences')}",

@@ -28,7 +28,7 @@ def schedule(ctx: typer.Context) -> int:
         return prune_job(settings, notifier=Notifier.from_settings(settings))
 
     def drill(stop: threading.Event) -> object:
-        return drill_job(settings)
+        return drill_job(settings, env_file=state(ctx).env_file)
 
     jobs = [Job("backup", settings.backup_schedule, backup, "BACKUP_SCHEDULE")]
     if settings.prune_schedule:
