@@ -7,6 +7,10 @@ never reached (the archiver stopped working)."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -103,3 +107,45 @@ def test_a_restore_point_never_reached_fails_the_drill(backed_up: ArchivingClust
     assert "was never reached" in result.stdout
     assert scratch_left() == []
     assert not [p for p in Path(tempfile.gettempdir()).glob("sentinel-combine-*") if p.stat().st_uid == os.getuid()]
+
+
+def test_sigterm_during_a_drill_removes_the_scratch_server_and_folder(backed_up: ArchivingCluster,
+                                                                      wal_tool: WalTool) -> None:
+    archive = backed_up
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "PG"))}
+    env.update(archive.values)
+    # no restore point: recovery waits on restore_command, a slow one that gives the signal its moment
+    slow = Path(tempfile.mkdtemp(prefix="sentinel-slow-"))
+    os.chmod(slow, 0o755)
+    script = slow / "slow-fetch"
+    script.write_text("#!/bin/sh\nsleep 2\nexec " + " ".join(wal_tool.argv) + ' "$@"\n')
+    os.chmod(script, 0o755)
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel_backup", "--env-file", str(archive.env_file), "verify",
+                             "latest", "--physical", "--restore", "--tool-command", str(script)],
+                            env={**env, "DRILL_PITR_MARKER": "false"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        pid_file = None
+        for _ in range(3000):  # a safety net, not a limit: until the scratch server runs
+            found = [p / "data" / "postmaster.pid" for p in scratch_left() if (p / "data" / "postmaster.pid").exists()]
+            if found:
+                pid_file = found[0]
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        assert pid_file is not None
+        postmaster = int(pid_file.read_text().split("\n", 1)[0])
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(slow, ignore_errors=True)
+    assert proc.returncode != 0 and "Traceback" not in err, out + err
+    assert scratch_left() == []
+    try:
+        os.kill(postmaster, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive
