@@ -44,9 +44,8 @@ LABEL = "backup_label"
 MANIFEST = "backup_manifest"
 TABLESPACE_PREFIX = "pg_tblspc/"
 
-SERVER_SQL = ("SELECT system_identifier || ',' || current_setting('server_version_num') || ',' ||"
-              " (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') || ',' || pg_is_in_recovery()"
-              " FROM pg_control_system()")
+SERVER_SQL = ("SELECT system_identifier || '|' || (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')"
+              " || '|' || pg_is_in_recovery() || '|' || current_setting('server_version') FROM pg_control_system()")
 TABLESPACES_SQL = ("SELECT coalesce(json_agg(json_build_object('oid', oid, 'name', spcname, 'location',"
                    " pg_tablespace_location(oid)) ORDER BY oid), '[]'::json) FROM pg_tablespace"
                    " WHERE spcname NOT IN ('pg_default', 'pg_global')")
@@ -82,7 +81,7 @@ class PgBasebackupProducer:
     def inspect(self) -> None:
         """Read what the facts need from the server before the backup starts."""
         out = self.source.run("psql", *PSQL_FLAGS, "-d", conninfo("postgres"), "-c", SERVER_SQL).strip()
-        sysid, version, segment, recovery = out.split(",")
+        sysid, segment, recovery, version = out.split("|", 3)
         self.system_identifier, self.server_version, self.segment_size = sysid, version, int(segment)
         if recovery == "true":
             logger.info("The server is a standby: the base backup is taken from it")
