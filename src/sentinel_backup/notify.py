@@ -4,7 +4,8 @@ Delivery never raises and never changes a run's outcome: a failure is logged as 
 warning on ``sentinel_backup.notify`` and returned as a :class:`DeliveryResult`.
 
 * Levels (``NOTIFICATION_LEVEL``): ``all`` sends every event; ``error`` sends failures
-  and partial successes only (backup_failed, backup_partial, verify_failed); ``none``
+  and partial successes only (backup_failed, backup_partial, verify_failed, archive_failed and
+  its archive_recovered); ``none``
   sends nothing. ``send_test`` ignores the level (and ``WEBHOOK_ENABLED``).
 * Formats (``WEBHOOK_FORMAT``): ``auto`` picks Slack for ``hooks.slack.com``, Discord for
   ``discord.com/api/webhooks`` and ``discordapp.com``, JSON otherwise. One URL of
@@ -60,14 +61,18 @@ class EventKind(StrEnum):
     BACKUP_PARTIAL = "backup_partial"
     VERIFY_FAILED = "verify_failed"
     PRUNE_REMOVED = "prune_removed"
+    ARCHIVE_FAILED = "archive_failed"  # wal-push cannot archive WAL (PostgreSQL retries; pg_wal grows)
+    ARCHIVE_RECOVERED = "archive_recovered"
     TEST = "test"
 
 
-_SEVERITY = {EventKind.BACKUP_FAILED: "error", EventKind.VERIFY_FAILED: "error", EventKind.BACKUP_PARTIAL: "warning"}
+_SEVERITY = {EventKind.BACKUP_FAILED: "error", EventKind.VERIFY_FAILED: "error", EventKind.BACKUP_PARTIAL: "warning",
+             EventKind.ARCHIVE_FAILED: "error"}
 _TITLE = {
     EventKind.BACKUP_SUCCEEDED: "Backup succeeded", EventKind.BACKUP_FAILED: "Backup FAILED",
     EventKind.BACKUP_PARTIAL: "Backup partially failed", EventKind.VERIFY_FAILED: "Verification FAILED",
     EventKind.PRUNE_REMOVED: "Retention removed backups", EventKind.TEST: "Test notification",
+    EventKind.ARCHIVE_FAILED: "WAL archiving FAILING", EventKind.ARCHIVE_RECOVERED: "WAL archiving recovered",
 }
 _EMOJI = {"info": "\u2705", "warning": "\u26a0\ufe0f", "error": "\u274c"}
 _COLOR = {"info": 0x2EB886, "warning": 0xDAA038, "error": 0xA30200}
@@ -343,7 +348,8 @@ class Transport:
 
 
 # --- the notifier -------------------------------------------------------------------------
-_ERROR_KINDS = {EventKind.BACKUP_FAILED, EventKind.BACKUP_PARTIAL, EventKind.VERIFY_FAILED}
+_ERROR_KINDS = {EventKind.BACKUP_FAILED, EventKind.BACKUP_PARTIAL, EventKind.VERIFY_FAILED,
+                EventKind.ARCHIVE_FAILED, EventKind.ARCHIVE_RECOVERED}
 
 
 @dataclass

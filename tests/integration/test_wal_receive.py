@@ -15,7 +15,7 @@ import pytest
 
 from sentinel_backup.demo.cluster import TempCluster
 from sentinel_backup.model.layout import handle_for
-from tests.helpers import reap
+from tests.helpers import cli, reap
 from tests.plugins.archive import WAIT_SECONDS
 
 
@@ -44,7 +44,7 @@ def _archived(backup_dir: Path) -> dict[str, str]:
     return found
 
 
-def _receive(cluster: TempCluster, tmp_path: Path, *command: str) -> tuple[str, list[str]]:
+def _receive(cluster: TempCluster, tmp_path: Path, *command: str) -> tuple[str, list[str], dict[str, str]]:
     """Run ``command`` (wal-receive, or schedule with WAL_RECEIVE_ENABLED) until three switched
     segments are archived, then SIGTERM it; its output and the segment names."""
     backup_dir = tmp_path / "backups"
@@ -70,14 +70,14 @@ def _receive(cluster: TempCluster, tmp_path: Path, *command: str) -> tuple[str, 
     finally:
         reap(proc)
     assert proc.returncode == 0, out
-    return out, names
+    return out, names, env
 
 
 def test_wal_receive_streams_segments_into_the_archive_and_stops_cleanly(small_segments: TempCluster,
                                                                          tmp_path: Path) -> None:
     cluster = small_segments
     backup_dir, staging = tmp_path / "backups", tmp_path / "staging"
-    out, names = _receive(cluster, tmp_path, "wal-receive")
+    out, names, env = _receive(cluster, tmp_path, "wal-receive")
     assert "wal-receive stopped" in out
     assert cluster.psql("SELECT slot_name FROM pg_replication_slots") == "sentinel_test"
     assert not [p for p in staging.iterdir() if not p.name.endswith(".partial")]  # pushed, then removed
@@ -88,8 +88,15 @@ def test_wal_receive_streams_segments_into_the_archive_and_stops_cleanly(small_s
         plain = subprocess.run(["zstd", "-d", "-c", str(backup_dir / key)], capture_output=True, check=True).stdout
         assert hashlib.sha256(plain).hexdigest() == key.split(".")[1]
 
+    # check (archive_mode is off here): the slot is reported, unused now, and the archive has no gap
+    env["WAL_RECEIVE_ENABLED"] = "false"  # a standalone wal-receive service: the slot alone is enough
+    checks = {c["name"]: c for c in cli(env, "check", "--json").json()["checks"]}
+    assert checks["wal-receive slot"]["status"] == "warning" and "sentinel_test" in checks["wal-receive slot"]["detail"]
+    assert checks["archiving"]["status"] == "ok" and "wal-receive" in checks["archiving"]["detail"]
+    assert checks["wal archive local"]["status"] == "ok", checks["wal archive local"]
+
 
 def test_schedule_runs_wal_receive_beside_its_jobs(small_segments: TempCluster, tmp_path: Path) -> None:
-    out, names = _receive(small_segments, tmp_path, "schedule")
+    out, names, _ = _receive(small_segments, tmp_path, "schedule")
     assert "wal-receive stopped" in out and "scheduler stopped" in out
     assert set(names) <= set(_archived(tmp_path / "backups"))

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
+
+from pytest_httpserver import HTTPServer
 
 from tests.plugins.archive import ArchivingCluster, WalTool
 from tests.plugins.s3 import WeedServer
@@ -23,10 +26,12 @@ def _local_names(archive: ArchivingCluster) -> set[str]:
 
 def test_s3_outage_fails_the_push_and_nothing_is_lost_once_it_is_back(
         wal_tool: WalTool, archiving_cluster: Callable[..., ArchivingCluster],
-        weed_factory: Callable[[], WeedServer]) -> None:
+        weed_factory: Callable[[], WeedServer], webhook_server: HTTPServer) -> None:
+    webhook_server.expect_request("/hook", method="POST").respond_with_data("ok")
     server = weed_factory()
     bucket = server.create_bucket()
-    archive = archiving_cluster(server.s3_env(bucket, "pg"))
+    archive = archiving_cluster({**server.s3_env(bucket, "pg"), "WEBHOOK_ENABLED": "true", "WEBHOOK_FORMAT": "json",
+                                 "WEBHOOK_URL": webhook_server.url_for("/hook"), "NOTIFICATION_LEVEL": "error"})
     first = archive.switch()
     archive.wait_archived(first)
     assert first in _s3_names(server, bucket) and first in _local_names(archive)
@@ -46,6 +51,11 @@ def test_s3_outage_fails_the_push_and_nothing_is_lost_once_it_is_back(
     for name in (first, during, after):
         assert name in _s3_names(server, bucket), name
         assert name in _local_names(archive), name
+
+    # archiving failing is an error event, told once (not per retry), and its recovery too
+    events = [json.loads(request.get_data()) for request, _ in webhook_server.log if request.path == "/hook"]
+    assert [e["event"] for e in events] == ["archive_failed", "archive_recovered"]
+    assert events[0]["severity"] == "error" and during in events[0]["error"] and "s3" in events[0]["error"]
 
 
 def test_wal_fetch_from_s3_only(wal_tool: WalTool, archiving_cluster: Callable[..., ArchivingCluster],

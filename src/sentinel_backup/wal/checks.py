@@ -102,10 +102,14 @@ def archiver_checks(settings: Settings, state: dict[str, Any], now: datetime) ->
     return results
 
 
-def slot_check(settings: Settings, source: Source) -> CheckResult:
+def slot_check(settings: Settings, source: Source) -> CheckResult | None:
+    """The wal-receive slot: reported when it exists (a standalone wal-receive service) or when
+    WAL_RECEIVE_ENABLED says it should."""
     slot = settings.wal_receive_slot
     found = source.query_json(SLOT_SQL.format(slot=slot))
     if not isinstance(found, dict):
+        if not settings.wal_receive_enabled:
+            return None
         return CheckResult("wal-receive slot", CRITICAL, f"replication slot {slot} does not exist",
                            "start wal-receive (it creates the slot), e.g. systemctl start sentinel-wal-receive")
     lag = found.get("lag_bytes")
@@ -118,9 +122,9 @@ def slot_check(settings: Settings, source: Source) -> CheckResult:
 
 
 def spool_check(settings: Settings, now: datetime) -> CheckResult:
-    from sentinel_backup.wal.spool import pending
+    from sentinel_backup.wal.spool import pending, spool_root
 
-    waiting = pending(settings)
+    waiting = pending(spool_root(settings))
     if not waiting:
         return CheckResult("wal spool", OK, "empty: every spooled WAL file is shipped")
     oldest = min(datetime.fromtimestamp(item.path.stat().st_mtime, UTC) for item in waiting)
@@ -170,16 +174,20 @@ def archive_checks(settings: Settings, source: Source, destinations: list[Storag
     except SentinelError as exc:
         return [CheckResult("archiving", CRITICAL, f"cannot read the archiving state: {exc.message}", exc.hint)]
     results = setting_checks(settings, state)
+    try:
+        slot = slot_check(settings, source)
+    except SentinelError as exc:
+        slot = CheckResult("wal-receive slot", CRITICAL, exc.message, exc.hint)
     archiving = state["archive_mode"] != "off"
-    if not archiving and not settings.wal_receive_enabled:
+    if not archiving and slot is None:
         return results
+    if not archiving and not results:
+        results.append(CheckResult("archiving", OK, f"archive_mode=off; WAL arrives through wal-receive (slot"
+                                   f" {settings.wal_receive_slot})"))
     if archiving:
         results += archiver_checks(settings, state, now)
-    if settings.wal_receive_enabled:
-        try:
-            results.append(slot_check(settings, source))
-        except SentinelError as exc:
-            results.append(CheckResult("wal-receive slot", CRITICAL, exc.message, exc.hint))
+    if slot is not None:
+        results.append(slot)
     if settings.wal_push_async and settings.wal_spool_dir is not None:
         results.append(spool_check(settings, now))
     system_id = state.get("system_id")

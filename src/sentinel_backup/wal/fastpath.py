@@ -116,14 +116,56 @@ def _settings(args: Args) -> Settings:
     return settings
 
 
+_TRUE = ("1", "true", "t", "yes", "y", "on")  # what the schema reads as true
+
+
+def _spool_without_schema(args: Args) -> Path | None:
+    """WAL_SPOOL_DIR when WAL_PUSH_ASYNC is on, read from the environment and the .env file
+    without the settings schema (pydantic is most of a call's CPU time), with logging set up;
+    None when asynchronous mode is off or anything looks wrong (the full load then validates
+    everything and reports it). The shipper loads the full settings: a mistake elsewhere
+    (S3, keys) shows in its log and in `check`, while the segment waits durably in the spool."""
+    import os
+
+    from dotenv import dotenv_values
+
+    from sentinel_backup import log
+    from sentinel_backup.choices import LogFormat, LogLevel
+
+    given = args.options.get("--env-file")
+    env_path = Path(given) if given else Path(os.environ.get("SENTINEL_ENV_FILE", ".env"))
+    values = {k: v for k, v in dotenv_values(env_path).items() if v and v.strip()} if env_path.is_file() else {}
+    if given and not env_path.is_file():
+        return None
+    values.update({k: v for k, v in os.environ.items() if v.strip()})  # the environment wins, empty is unset
+    spool = (values.get("WAL_SPOOL_DIR") or "").strip()
+    if (values.get("WAL_PUSH_ASYNC") or "").strip().lower() not in _TRUE or not spool:
+        return None
+    try:
+        level = (values.get("LOG_LEVEL") or "INFO").strip().upper()
+        log_file = (values.get("LOG_FILE") or "").strip()
+        log.setup(LogLevel("WARN" if level == "WARNING" else level),
+                  LogFormat((values.get("LOG_FORMAT") or "text").strip().lower()),
+                  Path(log_file) if log_file else None, to_stderr=True, quiet=args.quiet)
+    except (ValueError, SentinelError):
+        return None
+    return Path(spool)
+
+
 def _push(args: Args) -> int:
-    settings = _settings(args)
     path = Path(args.positional[0])
     system_id = args.options.get("--system-id")
-    if settings.wal_push_async:
+    spool = _spool_without_schema(args)
+    if spool is not None:
         from sentinel_backup.wal.spool import spool_push
 
-        spool_push(settings, path, system_id=system_id, env_file=args.options.get("--env-file"))
+        spool_push(spool, path, system_id=system_id, env_file=args.options.get("--env-file"))
+        return 0
+    settings = _settings(args)
+    if settings.wal_push_async and settings.wal_spool_dir is not None:  # a spelling the light read missed
+        from sentinel_backup.wal.spool import spool_push
+
+        spool_push(settings.wal_spool_dir, path, system_id=system_id, env_file=args.options.get("--env-file"))
         return 0
     from sentinel_backup.wal.push import push_file
 

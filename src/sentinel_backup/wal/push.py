@@ -18,9 +18,9 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sentinel_backup import log
-from sentinel_backup.config import Settings
 from sentinel_backup.errors import SentinelError, StorageError
 from sentinel_backup.model.layout import Handle, is_wal_name, key_for
 from sentinel_backup.storage.base import ObjectWriter, Storage
@@ -34,6 +34,9 @@ from sentinel_backup.wal.segment import (
     is_segment,
     parse_header,
 )
+
+if TYPE_CHECKING:  # the settings schema (pydantic) is not needed to identify or spool a file
+    from sentinel_backup.config import Settings
 
 _log = log.get("wal")
 
@@ -214,11 +217,17 @@ def push_file(settings: Settings, path: Path, *, system_id: str | None = None,
     if result.failed:
         for name, exc in result.failed.items():
             _log.error("wal-push %s: %s failed: %s", wal.name, name, exc.message)
+        from sentinel_backup.wal import alerts
+
+        alerts.archive_failed(settings, wal.name, "; ".join(f"{n}: {e.message}" for n, e in result.failed.items()))
         done = sorted({*result.stored, *result.present})
         raise PushFailed(f"{wal.name} is not archived on every destination ({', '.join(sorted(result.failed))}"
                          f" failed{'; stored on ' + ', '.join(done) if done else ''})",
                          "PostgreSQL keeps the file and calls wal-push again; nothing is lost. Fix the destination"
                          " (see the errors above); pg_wal grows until it is back")
+    from sentinel_backup.wal import alerts
+
+    alerts.archive_succeeded(settings)
     _log.info("archived %s (%s bytes) %s", wal.name, wal.size,
               ", ".join([*(f"to {n}" for n in result.stored), *(f"already on {n}" for n in result.present)]))
     return result

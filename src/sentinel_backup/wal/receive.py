@@ -138,6 +138,9 @@ class Receiver:
             while not self._stop.is_set():
                 if proc.poll() is not None:
                     drain.join(timeout=5)
+                    if proc.returncode == 0:  # stopped by someone else (systemd signals the whole group)
+                        _log.info("pg_receivewal stopped")
+                        break
                     raise source_error("pg_receivewal", "\n".join(tail[-5:]), proc.returncode)
                 try:
                     self.push_completed()

@@ -29,14 +29,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from sentinel_backup import log
-from sentinel_backup.config import Settings
 from sentinel_backup.errors import ConfigError, SentinelError
 from sentinel_backup.model.layout import is_wal_name
 from sentinel_backup.streams.base import CHUNK
 from sentinel_backup.wal.archive import WalConflict
 from sentinel_backup.wal.push import fsync_dir, identify
+
+if TYPE_CHECKING:  # asynchronous wal-push spools without the settings schema (see wal.fastpath)
+    from sentinel_backup.config import Settings
 
 _log = log.get("wal")
 PUSH_FOLDER = "push"
@@ -66,10 +69,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def spool_push(settings: Settings, path: Path, *, system_id: str | None = None, env_file: str | None = None) -> Path:
-    """Copy ``path`` durably into the spool, then make sure a shipper runs. The spooled path."""
+def spool_push(root: Path, path: Path, *, system_id: str | None = None, env_file: str | None = None) -> Path:
+    """Copy ``path`` durably into the spool ``root`` (WAL_SPOOL_DIR), then make sure a shipper
+    runs. The spooled path."""
     wal = identify(path, system_id=system_id)
-    folder = spool_root(settings) / PUSH_FOLDER / wal.system_id
+    folder = root / PUSH_FOLDER / wal.system_id
     _make_dir(folder)
     target = folder / wal.name
     if target.exists():
@@ -97,7 +101,7 @@ def spool_push(settings: Settings, path: Path, *, system_id: str | None = None, 
             raise SentinelError(f"cannot spool {wal.name} in {folder}: {exc.strerror}",
                                 "check free space and permissions of WAL_SPOOL_DIR; PostgreSQL retries") from None
         _log.info("spooled %s for shipping", wal.name)
-    ensure_shipper(settings, env_file)
+    ensure_shipper(root, env_file)
     return target
 
 
@@ -116,9 +120,8 @@ def _lock(root: Path, *, wait: bool) -> Iterator[bool]:
         os.close(fd)  # closing releases the lock
 
 
-def ensure_shipper(settings: Settings, env_file: str | None) -> bool:
+def ensure_shipper(root: Path, env_file: str | None) -> bool:
     """Start a detached shipper unless one runs; True when one was started."""
-    root = spool_root(settings)
     with _lock(root, wait=False) as free:
         if not free:
             return False
@@ -136,9 +139,9 @@ class Spooled:
     name: str
 
 
-def pending(settings: Settings) -> list[Spooled]:
+def pending(root: Path) -> list[Spooled]:
     """Spooled files in shipping order."""
-    base = spool_root(settings) / PUSH_FOLDER
+    base = root / PUSH_FOLDER
     found: list[Spooled] = []
     with contextlib.suppress(FileNotFoundError):
         for folder in sorted(base.iterdir()):
@@ -170,7 +173,7 @@ class Shipper:
                     if not mine:
                         return shipped  # another shipper runs
                     shipped += self._ship_all()
-                if not pending(self.settings) and not wait:
+                if not pending(self.root) and not wait:
                     return shipped  # looked again after releasing the lock: nothing was added meanwhile
                 if wait:
                     self._stop.wait(1.0)
@@ -187,7 +190,7 @@ class Shipper:
         shipped = 0
         pause = FIRST_PAUSE
         while not self._stop.is_set():
-            files = pending(self.settings)
+            files = pending(self.root)
             if not files:
                 return shipped
             item = files[0]
