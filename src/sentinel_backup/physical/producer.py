@@ -70,6 +70,7 @@ class PgBasebackupProducer:
         self.spool: Path | None = None
         self._merge: threading.Thread | None = None
         self._merge_error: BaseException | None = None
+        self._reader: IO[bytes] | None = None
         self._stopped = False
         self.system_identifier = ""
         self.server_version = ""
@@ -128,6 +129,10 @@ class PgBasebackupProducer:
             stop_children([self.proc])
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=30)
+        if self._reader is not None and self._merge is not None:
+            with contextlib.suppress(OSError):
+                self._reader.close()  # the merging thread's next write fails: it ends, the spool can go
+            self._merge.join(timeout=30)
         self._cleanup()
 
     def observer(self) -> TarObserver:
@@ -187,9 +192,10 @@ class PgBasebackupProducer:
             self._cleanup()
             raise source_error("pg_basebackup", self.errors.text(), code)
         read_fd, write_fd = os.pipe()
+        self._reader = os.fdopen(read_fd, "rb")
         self._merge = threading.Thread(target=self._write_merged, args=(target, write_fd), daemon=True)
         self._merge.start()
-        return CapturingReader(os.fdopen(read_fd, "rb"), self.walker)  # type: ignore[return-value]
+        return CapturingReader(self._reader, self.walker)  # type: ignore[return-value]
 
     def _write_merged(self, folder: Path, fd: int) -> None:
         try:
