@@ -110,11 +110,11 @@ def scan_bases(storage: Store) -> tuple[list[BackupRef], dict[str, BaseInfo]]:
         if info is not None:
             infos[ref.id] = info
     partials: Callable[[], Iterable[ObjectInfo]] | None = getattr(storage, "list_partials", None)
-    for info in partials() if partials is not None else ():
-        folder, _, name = info.key.rpartition("/")
+    for temp in partials() if partials is not None else ():
+        folder, _, name = temp.key.rpartition("/")
         if folder.startswith(BASE_ROOT + "/") and name.startswith("." + BASE_PREFIX):
-            refs.append(BackupRef(id=info.key, database=CLUSTER, created_at=info.modified, keys=(info.key,),
-                                  incomplete=True, kind="physical", size=info.size,
+            refs.append(BackupRef(id=temp.key, database=CLUSTER, created_at=temp.modified, keys=(temp.key,),
+                                  incomplete=True, kind="physical", size=temp.size,
                                   note="temporary file of an interrupted run"))
     return refs, infos
 
