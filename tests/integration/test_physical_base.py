@@ -173,6 +173,18 @@ def _pg_basebackup_pid(port: int) -> int | None:
     return None
 
 
+def slow_bin(tmp_path: Path) -> Path:
+    """PG_BIN_DIR with the real pg_basebackup throttled to its slowest rate (surely mid-stream)."""
+    slow = tmp_path / "bin"
+    slow.mkdir()
+    real = Path("/usr/lib/postgresql/15/bin")
+    for tool in ("pg_dump", "pg_dumpall", "pg_restore", "psql"):
+        (slow / tool).symlink_to(real / tool)
+    (slow / "pg_basebackup").write_text(f'#!/bin/sh\nexec {real}/pg_basebackup --max-rate=32k "$@"\n')
+    (slow / "pg_basebackup").chmod(0o755)
+    return slow
+
+
 def _written(pid: int) -> int:
     """Bytes a process wrote so far (/proc/<pid>/io)."""
     try:
@@ -183,14 +195,7 @@ def _written(pid: int) -> int:
 
 
 def test_pg_basebackup_killed_mid_stream_commits_nothing(cluster: TempCluster, tmp_path: Path) -> None:
-    # The real pg_basebackup, throttled to its slowest rate so that it is surely mid-stream.
-    slow = tmp_path / "bin"
-    slow.mkdir()
-    real = Path("/usr/lib/postgresql/15/bin")
-    for tool in ("pg_dump", "pg_dumpall", "pg_restore", "psql"):
-        (slow / tool).symlink_to(real / tool)
-    (slow / "pg_basebackup").write_text(f'#!/bin/sh\nexec {real}/pg_basebackup --max-rate=32k "$@"\n')
-    (slow / "pg_basebackup").chmod(0o755)
+    slow = slow_bin(tmp_path)
     env = env_for(cluster, tmp_path, PG_BIN_DIR=str(slow))
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "PG"))}
     proc = subprocess.Popen([sys.executable, "-m", "sentinel_backup", "backup", "--physical"],
@@ -251,15 +256,19 @@ def test_container_mode_runs_pg_basebackup_through_docker_exec(cluster: TempClus
     assert entry["kind"] == "physical"
 
 
-def test_sigterm_mid_stream_stops_and_commits_nothing(cluster: TempCluster, tmp_path: Path) -> None:
-    slow = tmp_path / "bin"
-    slow.mkdir()
-    real = Path("/usr/lib/postgresql/15/bin")
-    for tool in ("pg_dump", "pg_dumpall", "pg_restore", "psql"):
-        (slow / tool).symlink_to(real / tool)
-    (slow / "pg_basebackup").write_text(f'#!/bin/sh\nexec {real}/pg_basebackup --max-rate=32k "$@"\n')
-    (slow / "pg_basebackup").chmod(0o755)
-    env = env_for(cluster, tmp_path, PG_BIN_DIR=str(slow))
+@pytest.mark.parametrize("spooled", [False, True], ids=["stdout", "spooled"])
+def test_sigterm_mid_stream_stops_and_commits_nothing(cluster: TempCluster, tmp_path: Path, work: Path,
+                                                      spooled: bool, request: pytest.FixtureRequest) -> None:
+    slow = slow_bin(tmp_path)
+    env = env_for(cluster, tmp_path, PG_BIN_DIR=str(slow), PHYSICAL_SPOOL_DIR=str(work))
+    if spooled:  # a tablespace: pg_basebackup writes to the spool first
+        space = work / "space"
+        space.mkdir()
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam("postgres")
+            os.chown(space, entry.pw_uid, entry.pw_gid)
+        cluster.psql(f"CREATE TABLESPACE stopped LOCATION '{space}'")
+        request.addfinalizer(lambda: cluster.psql("DROP TABLESPACE IF EXISTS stopped", check=False))
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "PG"))}
     proc = subprocess.Popen([sys.executable, "-m", "sentinel_backup", "backup", "--physical"],
                             env={**child_env, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -276,3 +285,4 @@ def test_sigterm_mid_stream_stops_and_commits_nothing(cluster: TempCluster, tmp_
     assert _pg_basebackup_pid(cluster.port) is None  # the child was stopped too
     backups = tmp_path / "backups"
     assert [p for p in backups.rglob("*") if p.is_file() and "sentinel_base" in p.name] == []
+    assert not [p for p in work.iterdir() if p.name.startswith("sentinel-basebackup-")]  # no spool left

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pytest_httpserver import HTTPServer
 
-from tests.plugins.archive import ArchivingCluster, WalTool
+from tests.plugins.archive import WAIT_SECONDS, ArchivingCluster, WalTool
 from tests.plugins.s3 import WeedServer
 
 
@@ -39,8 +40,10 @@ def test_s3_outage_fails_the_push_and_nothing_is_lost_once_it_is_back(
     server.stop()
     failed_before = int(archive.archiver()["failed_count"])
     during = archive.switch()
+    deadline = time.monotonic() + WAIT_SECONDS  # a safety net against a hang, not a performance limit
     while int(archive.archiver()["failed_count"]) <= failed_before:
-        archive.cluster.psql("SELECT pg_sleep(0.2)")
+        assert time.monotonic() < deadline, f"the archiver never failed: {archive.archiver()}"
+        time.sleep(0.2)
     assert archive.archiver()["last_archived_wal"] < during  # not acknowledged while S3 is down
     assert "is not archived on every destination (s3 failed" in archive.cluster.log_text()
     assert (archive.cluster.data / "pg_wal" / during).exists()

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from sentinel_backup.physical.retention import BaseInfo, WalObject, plan_wal
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from sentinel_backup.physical.retention import BaseInfo, WalObject, plan_wal, scan_bases
+from sentinel_backup.retention.plan import RetentionPolicy, plan
+from sentinel_backup.storage.local import LocalStorage
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 A, B = "7000000000000000001", "7000000000000000002"
 
 
@@ -51,3 +58,22 @@ def test_ordering_holds_across_log_boundaries() -> None:
     archive = [wal(A, seg(1, 4095)), wal(A, seg(1, 4096)), wal(A, seg(1, 4097))]
     the_plan = plan_wal(archive, [BaseInfo("b", A, seg(1, 4096))])
     assert names(the_plan.remove) == [seg(1, 4095)]
+
+
+def test_base_backup_leftovers_on_a_real_folder_are_removed_after_the_grace(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    folder = tmp_path / "basebackups" / A
+    folder.mkdir(parents=True)
+    old = (NOW - timedelta(days=3)).timestamp()
+    for name in (".sentinel_base_20261101T000000Z.tar.gz.partial", "sentinel_base_20261102T000000Z.tar.gz",
+                 "sentinel_base_20261102T000000Z.backup_manifest.gz"):
+        (folder / name).write_bytes(b"x")
+        os.utime(folder / name, (old, old))
+    (folder / "sentinel_base_20261202T000000Z.tar.gz").write_bytes(b"fresh")  # a running backup's, say
+    refs, infos = scan_bases(storage)
+    assert infos == {} and all(r.incomplete and r.kind == "physical" for r in refs)
+    the_plan = plan(refs, RetentionPolicy(keep_last=1), NOW)
+    removed = sorted(k for d in the_plan.removed for k in d.backup.keys)
+    assert removed == [f"basebackups/{A}/.sentinel_base_20261101T000000Z.tar.gz.partial",
+                       f"basebackups/{A}/sentinel_base_20261102T000000Z.backup_manifest.gz",
+                       f"basebackups/{A}/sentinel_base_20261102T000000Z.tar.gz"]

@@ -16,7 +16,7 @@ from sentinel_backup.storage.base import ObjectInfo, ObjectWriter
 from sentinel_backup.storage.local import LocalStorage
 from sentinel_backup.wal.archive import WalConflict
 from sentinel_backup.wal.push import PushFailed, identify, push_file
-from sentinel_backup.wal.segment import WalFileError
+from sentinel_backup.wal.segment import WalFileError, segment_number
 
 MB = 1 << 20
 SYSID = 7714987486134324860
@@ -24,7 +24,8 @@ NAME = "000000010000000000000006"
 
 
 def segment(folder: Path, name: str = NAME, fill: bytes = b"x") -> Path:
-    header = struct.pack("<HHIQI4xQII", 0xD110, 2, 1, 6 * MB, 0, SYSID, MB, 8192)
+    position = segment_number(name, MB)[1] * MB
+    header = struct.pack("<HHIQI4xQII", 0xD110, 2, 1, position, 0, SYSID, MB, 8192)
     path = folder / name
     path.write_bytes(header + fill * (MB - len(header)))
     return path

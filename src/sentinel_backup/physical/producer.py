@@ -44,9 +44,8 @@ LABEL = "backup_label"
 MANIFEST = "backup_manifest"
 TABLESPACE_PREFIX = "pg_tblspc/"
 
-SERVER_SQL = ("SELECT system_identifier || ',' || current_setting('server_version_num') || ',' ||"
-              " (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') || ',' || pg_is_in_recovery()"
-              " FROM pg_control_system()")
+SERVER_SQL = ("SELECT system_identifier || '|' || (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')"
+              " || '|' || pg_is_in_recovery() || '|' || current_setting('server_version') FROM pg_control_system()")
 TABLESPACES_SQL = ("SELECT coalesce(json_agg(json_build_object('oid', oid, 'name', spcname, 'location',"
                    " pg_tablespace_location(oid)) ORDER BY oid), '[]'::json) FROM pg_tablespace"
                    " WHERE spcname NOT IN ('pg_default', 'pg_global')")
@@ -72,6 +71,7 @@ class PgBasebackupProducer:
         self.spool: Path | None = None
         self._merge: threading.Thread | None = None
         self._merge_error: BaseException | None = None
+        self._reader: IO[bytes] | None = None
         self._stopped = False
         self.system_identifier = ""
         self.server_version = ""
@@ -83,7 +83,7 @@ class PgBasebackupProducer:
     def inspect(self) -> None:
         """Read what the facts need from the server before the backup starts."""
         out = self.source.run("psql", *PSQL_FLAGS, "-d", conninfo("postgres"), "-c", SERVER_SQL).strip()
-        sysid, version, segment, recovery = out.split(",")
+        sysid, segment, recovery, version = out.split("|", 3)
         self.system_identifier, self.server_version, self.segment_size = sysid, version, int(segment)
         if recovery == "true":
             logger.info("The server is a standby: the base backup is taken from it")
@@ -132,6 +132,10 @@ class PgBasebackupProducer:
             stop_children([self.proc])
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=30)
+        if self._reader is not None and self._merge is not None:
+            with contextlib.suppress(OSError):
+                self._reader.close()  # the merging thread's next write fails: it ends, the spool can go
+            self._merge.join(timeout=30)
         self._cleanup()
 
     def observer(self) -> TarObserver:
@@ -191,9 +195,10 @@ class PgBasebackupProducer:
             self._cleanup()
             raise source_error("pg_basebackup", self.errors.text(), code)
         read_fd, write_fd = os.pipe()
+        self._reader = os.fdopen(read_fd, "rb")
         self._merge = threading.Thread(target=self._write_merged, args=(target, write_fd), daemon=True)
         self._merge.start()
-        return CapturingReader(os.fdopen(read_fd, "rb"), self.walker)  # type: ignore[return-value]
+        return CapturingReader(self._reader, self.walker)  # type: ignore[return-value]
 
     def _write_merged(self, folder: Path, fd: int) -> None:
         try:

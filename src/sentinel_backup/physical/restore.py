@@ -254,6 +254,9 @@ class PhysicalRestore:
             if scratch is not None:
                 scratch.cleanup()
         self._check_tool()
+        if self.env_file is None:
+            logger.warning("no --env-file: restore_command runs wal-fetch without one, so the server must see the"
+                           " settings (BACKUP_DIR, keys, buckets) in its own environment; pass --env-file FILE")
         conf = self._configure(pgdata, facts.system_identifier, target)
         seconds = time.monotonic() - t0
         run_as = "runuser -u postgres -- " if self.owner is not None else ""

@@ -18,6 +18,7 @@ whatever the segment size.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sentinel_backup.errors import SentinelError
@@ -108,6 +109,13 @@ def scan_bases(storage: Store) -> tuple[list[BackupRef], dict[str, BaseInfo]]:
         refs.append(ref)
         if info is not None:
             infos[ref.id] = info
+    partials: Callable[[], Iterable[ObjectInfo]] | None = getattr(storage, "list_partials", None)
+    for temp in partials() if partials is not None else ():
+        folder, _, name = temp.key.rpartition("/")
+        if folder.startswith(BASE_ROOT + "/") and name.startswith("." + BASE_PREFIX):
+            refs.append(BackupRef(id=temp.key, database=CLUSTER, created_at=temp.modified, keys=(temp.key,),
+                                  incomplete=True, kind="physical", size=temp.size,
+                                  note="temporary file of an interrupted run"))
     return refs, infos
 
 
