@@ -159,3 +159,14 @@ def test_retention_removes_a_chain_whole_newest_first(chain: tuple[ArchivingClus
     assert kept["id"] not in old and kept["physical"]["chain_position"] == 0
     stamps = [i.removeprefix("base_") for i in old]
     assert not [p for p in (archive.backup_dir / "basebackups").rglob("*") if any(s in p.name for s in stamps)]
+
+
+def test_an_unreadable_parent_manifest_gives_a_full_backup(chain: tuple[ArchivingCluster, str]) -> None:
+    archive, _ = chain
+    newest = cli(archive.values, "list", "--json").json()[0]
+    (archive.backup_dir / newest["physical"]["backup_manifest"]).unlink()
+    time.sleep(1.1)
+    done = cli(archive.values, "backup", "--incremental")
+    assert done.code == 0, done.output
+    assert "Full base backup instead of an incremental" in done.output
+    assert cli(archive.values, "list", "--json").json()[0]["physical"]["chain_position"] == 0

@@ -100,3 +100,12 @@ def test_an_orphan_incremental_stands_alone_and_keeps_nothing_else() -> None:
     refs = [ref("a", 1), ref("f2", 7), ref("c", 8)]  # a's parent f1 is gone
     kept, removed = decided(RetentionPolicy(keep_last=1), refs, {"a": "f1", "f2": None, "c": "f2"})
     assert sorted(kept) == ["c", "f2"] and removed == ["a"]
+
+
+def test_incremental_needs_postgresql_17_and_summarize_wal() -> None:
+    from sentinel_backup.physical.incremental import incremental_problem
+    old = incremental_problem({"version": "15.18", "version_num": 150018, "summarize_wal": None})
+    assert old is not None and old.exit_code == 2 and "PostgreSQL 15.18" in old.message and "17" in old.message
+    off = incremental_problem({"version": "18.6", "version_num": 180006, "summarize_wal": "off"})
+    assert off is not None and "ALTER SYSTEM SET summarize_wal = on" in str(off.hint)
+    assert incremental_problem({"version": "17.2", "version_num": 170002, "summarize_wal": "on"}) is None

@@ -128,7 +128,11 @@ def plan_increment(settings: Settings, destinations: list[Storage], source: Sour
     if reason is not None or parent is None:
         logger.info(f"Full base backup: {reason}")
         return Increment(reason=reason or "")
-    path = _decode_manifest(settings, parent, destinations, str(state["system_id"]))
+    try:
+        path = _decode_manifest(settings, parent, destinations, str(state["system_id"]))
+    except RestoreFailed as exc:  # the backup still happens: a full one starts a new chain
+        logger.warning(f"Full base backup instead of an incremental: {exc.message}")
+        return Increment(reason=exc.message)
     logger.info(f"Incremental base backup on {parent.id} (chain of {root_id(parent)}, position"
                 f" {position(parent) + 1})")
     return Increment(parent, path)
@@ -185,8 +189,7 @@ def _decode_manifest(settings: Settings, parent: Entry, destinations: list[Stora
         except (SentinelError, OSError, ValueError) as exc:
             errors.append(f"{storage.name}: {exc}")
     shutil.rmtree(folder, ignore_errors=True)
-    raise RestoreFailed(f"the backup_manifest of {parent.id} cannot be read ({'; '.join(errors) or 'no copy'})",
-                        "take a full base backup (backup --physical without --incremental)")
+    raise RestoreFailed(f"the backup_manifest of {parent.id} cannot be read ({'; '.join(errors) or 'no copy'})")
 
 
 # --- restore of a chain ---------------------------------------------------------------------------
