@@ -149,3 +149,28 @@ def test_sigterm_during_a_drill_removes_the_scratch_server_and_folder(backed_up:
     except ProcessLookupError:
         alive = False
     assert not alive
+
+
+def test_drill_job_of_drill_schedule_drills_the_newest_physical_backup(
+        backed_up: ArchivingCluster, wal_tool: WalTool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What DRILL_SCHEDULE runs (jobs.backup.drill_job), with the tool installed on PATH as the
+    restore_command's program (a wrapper the postgres OS user can run)."""
+    from sentinel_backup.config import load_settings
+    from sentinel_backup.jobs.backup import drill_job
+    archive = backed_up
+    bin_dir = Path(tempfile.mkdtemp(prefix="sentinel-bin-"))
+    os.chmod(bin_dir, 0o755)
+    wrapper = bin_dir / "sentinel-backup"
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(wal_tool.argv) + ' "$@"\n')
+    os.chmod(wrapper, 0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    for key in [k for k in os.environ if k.startswith(("POSTGRES_", "PG"))]:
+        monkeypatch.delenv(key)
+    try:
+        (report,) = drill_job(load_settings(archive.env_file), env_file=archive.env_file)
+    finally:
+        shutil.rmtree(bin_dir, ignore_errors=True)
+    assert report.passed, report
+    assert report.database == "(cluster)" and report.restore_seconds
+    assert cli(archive.values, "list", "--json").json()[0]["drill"]["passed"] is True
+    assert scratch_left() == []
