@@ -109,3 +109,17 @@ def test_incremental_needs_postgresql_17_and_summarize_wal() -> None:
     off = incremental_problem({"version": "18.6", "version_num": 180006, "summarize_wal": "off"})
     assert off is not None and "ALTER SYSTEM SET summarize_wal = on" in str(off.hint)
     assert incremental_problem({"version": "17.2", "version_num": 170002, "summarize_wal": "on"}) is None
+
+
+def test_wal_retention_follows_the_oldest_kept_chain() -> None:
+    from sentinel_backup.physical.retention import BaseInfo, WalObject, plan_wal, wal_for_plan
+    sysid = "7000000000000000001"
+    starts = {"f1": 1, "a": 3, "b": 5, "f2": 8, "c": 10}
+    infos = {i: BaseInfo(i, sysid, f"00000001000000000000{n:04X}") for i, n in starts.items()}
+    archive = [WalObject(f"wal/{n}", sysid, f"00000001000000000000{n:04X}") for n in range(1, 13)]
+    kept = wal_for_plan(chain_plan(REFS, PARENTS, RetentionPolicy(keep_last=1), NOW), infos)
+    assert sorted(b.id for b in kept) == ["c", "f2"]
+    the_plan = plan_wal(archive, kept)
+    assert [o.name[-2:] for o in the_plan.remove] == ["01", "02", "03", "04", "05", "06", "07"]
+    kept = wal_for_plan(chain_plan(REFS, PARENTS, RetentionPolicy(keep_last=2), NOW), infos)
+    assert plan_wal(archive, kept).remove == []  # the old chain's full backup anchors the archive
