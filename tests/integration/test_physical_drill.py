@@ -174,3 +174,14 @@ def test_drill_job_of_drill_schedule_drills_the_newest_physical_backup(
     assert report.database == "(cluster)" and report.restore_seconds
     assert cli(archive.values, "list", "--json").json()[0]["drill"]["passed"] is True
     assert scratch_left() == []
+
+
+def test_a_role_that_may_not_write_the_marker_is_told_how_to_proceed(backed_up: ArchivingCluster,
+                                                                     wal_tool: WalTool) -> None:
+    archive = backed_up
+    archive.psql("CREATE ROLE reader LOGIN PASSWORD 'reader-pw'")
+    result = drill(archive, wal_tool, env={"POSTGRES_USER": "reader", "POSTGRES_PASSWORD": "reader-pw"})
+    assert result.code == 1 and "FAILED" in result.stdout, result.output
+    assert "marker could not be written" in result.stdout and "DRILL_PITR_MARKER=false" in result.stdout
+    assert archive.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'sentinel_drill'") == "0"
+    assert scratch_left() == []

@@ -43,7 +43,7 @@ from pathlib import Path
 from sentinel_backup import log
 from sentinel_backup.config import Settings
 from sentinel_backup.demo.cluster import free_port
-from sentinel_backup.errors import ConfigError, RestoreFailed, SentinelError
+from sentinel_backup.errors import ConfigError, RestoreFailed, SentinelError, SourceError
 from sentinel_backup.logical.drill import DrillReport, read_checks
 from sentinel_backup.model.catalog import Entry
 from sentinel_backup.model.manifest import DRILL_SUFFIX
@@ -111,7 +111,12 @@ class PhysicalDrill:
             chain = chain_for(entry, entries, self.destinations, None)
             target = Target()
             if self.settings.drill_pitr_marker:
-                report.restore_point = self._marker()
+                try:
+                    report.restore_point = self._marker()
+                except SourceError as exc:
+                    raise ConfigError(f"the drill's marker could not be written on the source: {exc.message}",
+                                      "grant the rights docs/operations.md names (a primary, CREATE on postgres,"
+                                      " pg_create_restore_point), or set DRILL_PITR_MARKER=false") from None
                 target = Target(name=report.restore_point, action="promote")
             report.wal_checked = self._gap_check(storage, facts.system_identifier, facts.start_wal,
                                                  facts.wal_segment_size)
