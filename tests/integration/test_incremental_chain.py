@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -170,3 +171,29 @@ def test_an_unreadable_parent_manifest_gives_a_full_backup(chain: tuple[Archivin
     assert done.code == 0, done.output
     assert "Full base backup instead of an incremental" in done.output
     assert cli(archive.values, "list", "--json").json()[0]["physical"]["chain_position"] == 0
+
+
+def test_an_age_encrypted_chain_restores(archiving_cluster18: Callable[..., ArchivingCluster], wal_tool: WalTool,
+                                         work: Path) -> None:
+    """The parent's backup_manifest is decoded with AGE_IDENTITY_FILE for the incremental; the
+    restore decrypts every member."""
+    keys = wal_tool.folder("keys18")
+    identity = keys / "identity.txt"
+    subprocess.run(["age-keygen", "-o", str(identity)], capture_output=True, check=True)
+    recipient = subprocess.run(["age-keygen", "-y", str(identity)], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    wal_tool.secret_file(keys, "identity.txt", identity.read_bytes())
+    archive = archiving_cluster18({"ENCRYPT_ENABLED": "true", "ENCRYPTION_METHOD": "age", "AGE_RECIPIENTS": recipient,
+                                   "AGE_IDENTITY_FILE": str(identity)})
+    archive.psql("CREATE TABLE items(id int primary key, note text)")
+    insert(archive, 1, 300)
+    backup(archive, "--physical")
+    insert(archive, 301, 600)
+    backup(archive, "--physical", "--incremental")
+    insert(archive, 601, 700)
+    archive.wait_archived(archive.switch())
+    newest = cli(archive.values, "list", "--json").json()[0]
+    assert newest["physical"]["chain_position"] == 1 and newest["artifact"].endswith(".tar.zst.age")
+    result, restored = restore(archive, wal_tool, work / "restored")
+    assert "combined a chain of 2" in result.stdout
+    assert count(restored) == 700
