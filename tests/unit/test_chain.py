@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,15 @@ def test_wal_retention_follows_the_oldest_kept_chain() -> None:
     assert [o.name[-2:] for o in the_plan.remove] == ["01", "02", "03", "04", "05", "06", "07"]
     kept = wal_for_plan(chain_plan(REFS, PARENTS, RetentionPolicy(keep_last=2), NOW), infos)
     assert plan_wal(archive, kept).remove == []  # the old chain's full backup anchors the archive
+
+
+def test_scratch_of_a_killed_restore_is_removed_a_running_ones_is_not(tmp_path: Path) -> None:
+    import os
+
+    from sentinel_backup.physical.incremental import SCRATCH_PREFIX, remove_stale
+    dead = tmp_path / f"{SCRATCH_PREFIX}999999999-abc"
+    running = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-def"
+    for folder in (dead, running):
+        (folder / "000-base").mkdir(parents=True)
+    assert remove_stale(tmp_path, SCRATCH_PREFIX) == [dead]
+    assert not dead.exists() and running.exists()

@@ -49,7 +49,7 @@ from sentinel_backup.model.catalog import Entry
 from sentinel_backup.model.manifest import DRILL_SUFFIX
 from sentinel_backup.pg.source import PSQL_FLAGS, Source, conninfo
 from sentinel_backup.pg.tools import major_of
-from sentinel_backup.physical.incremental import chain_for
+from sentinel_backup.physical.incremental import chain_for, process_alive
 from sentinel_backup.physical.restore import PhysicalRestore, Target, server_bin
 from sentinel_backup.physical.server import TemporaryServer
 from sentinel_backup.storage.base import Storage
@@ -91,7 +91,7 @@ class PhysicalDrill:
         removed = []
         for folder in self.parent.glob(f"{SCRATCH_PREFIX}*"):
             match = re.match(rf"{SCRATCH_PREFIX}(\d+)-", folder.name)
-            if match is None or _alive(int(match.group(1))):
+            if match is None or process_alive(int(match.group(1))):
                 continue
             logger.warning(f"Removing the scratch of an interrupted drill: {folder}")
             _kill_postmaster(folder / "data")
@@ -246,23 +246,13 @@ def _psql(server: TemporaryServer, database: str, sql: str) -> tuple[str, str]:
     return proc.stdout.strip(), proc.stderr
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _kill_postmaster(pgdata: Path) -> None:
     """Stop a scratch server at once (SIGQUIT: immediate shutdown) and wait until it is gone."""
     with contextlib.suppress(OSError, ValueError, IndexError):
         pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-        if _alive(pid) and pid > 1:
+        if process_alive(pid) and pid > 1:
             os.kill(pid, signal.SIGQUIT)
             for _ in range(600):
-                if not _alive(pid):
+                if not process_alive(pid):
                     break
                 time.sleep(0.1)

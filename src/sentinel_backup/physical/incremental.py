@@ -26,6 +26,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -193,6 +194,32 @@ def _decode_manifest(settings: Settings, parent: Entry, destinations: list[Stora
 
 
 # --- restore of a chain ---------------------------------------------------------------------------
+SCRATCH_PREFIX = "sentinel-combine-"
+
+
+def remove_stale(parent: Path, prefix: str) -> list[Path]:
+    """Remove ``<prefix><pid>-*`` folders whose process is gone (a killed restore's scratch)."""
+    removed = []
+    for folder in parent.glob(f"{prefix}*"):
+        match = re.match(rf"{re.escape(prefix)}(\d+)-", folder.name)
+        if match is None or process_alive(int(match.group(1))):
+            continue
+        logger.warning(f"Removing the scratch of an interrupted restore: {folder}")
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def chain_for(entry: Entry, entries: list[Entry], destinations: list[Storage],
               wanted: str | None) -> list[tuple[Entry, Storage]]:
     """Every member of ``entry``'s chain (root first) and the destination to read it from."""
@@ -231,7 +258,9 @@ class ChainScratch:
                                     f" ({member.manifest.artifact}); nothing was written",
                                     "restore from another destination (--from) or an older full backup")
         owner = self.restorer.owner
-        self.folder = Path(tempfile.mkdtemp(prefix="sentinel-combine-", dir=self.restorer.settings.physical_spool_dir))
+        parent = self.restorer.settings.physical_spool_dir or Path(tempfile.gettempdir())
+        remove_stale(parent, SCRATCH_PREFIX)
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=parent))
         if owner is not None:
             os.chmod(self.folder, 0o700)
             os.chown(self.folder, *owner)
