@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 pytest_plugins = [
+    "tests.plugins.archive",
     "tests.plugins.pg",
     "tests.plugins.pgversions",
     "tests.plugins.s3",
     "tests.plugins.webhook",
+    "tests.plugins.archive18",
 ]
 
 

@@ -88,7 +88,7 @@ def drill_checks(settings: Settings, catalog: Catalog, destinations: list[Storag
     by_name = {d.name: d for d in destinations}
     newest: dict[str, Any] = {}
     for entry in catalog.entries:
-        if entry.manifest.kind == "database":
+        if entry.manifest.kind in ("database", "physical"):  # physical: the point-in-time drill (physical.drill)
             newest.setdefault(entry.manifest.database, entry)
     results: list[CheckResult] = []
     if not newest:
@@ -107,10 +107,13 @@ def drill_checks(settings: Settings, catalog: Catalog, destinations: list[Storag
         if record is None:
             status = WARNING if expected else OK
             results.append(CheckResult(name, status, f"{entry.id} has not been drilled",
-                                       "run: sentinel-backup verify latest --restore"))
+                                       "run: sentinel-backup verify latest --restore"
+                                       + (" --physical" if entry.manifest.kind == "physical" else "")))
         elif record.get("passed"):
             results.append(CheckResult(name, OK, f"{entry.id} restored in {record.get('restore_seconds')} s, "
-                                       f"{record.get('tables_checked')} tables match"))
+                                       f"{record.get('tables_checked')} tables match" + (
+                                           f", recovered to {record.get('reached_time')}"
+                                           if record.get("reached_time") else "")))
         else:
             results.append(CheckResult(name, CRITICAL, f"drill of {entry.id} FAILED: "
                                        f"{record.get('error') or record.get('differences')}",
@@ -181,6 +184,14 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
     results += backup_checks(settings, catalog, databases, now)
     results.append(last_run_check(settings))
     results += drill_checks(settings, catalog, reachable)
+    if not any(r.name == "source" and not r.ok for r in results):
+        from sentinel_backup.wal.checks import archive_checks  # WAL archiving: settings, archiver, slot, gaps
+
+        results += archive_checks(settings, source, reachable, now)
+        if settings.physical_incremental:  # PostgreSQL 17+ with summarize_wal = on
+            from sentinel_backup.physical.incremental import incremental_check
+
+            results.append(incremental_check(source))
     return results
 
 

@@ -27,6 +27,16 @@ class BackupFormat(StrEnum):
     DIRECTORY = "directory"
 
 
+class BackupMode(StrEnum):
+    LOGICAL = "logical"
+    PHYSICAL = "physical"
+
+
+class Checkpoint(StrEnum):
+    FAST = "fast"
+    SPREAD = "spread"
+
+
 class Compression(StrEnum):
     GZIP = "gzip"
     ZSTD = "zstd"

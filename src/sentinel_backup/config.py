@@ -9,6 +9,7 @@ and secret files are read by ``config_values``; unknown variables are found by `
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentinel_backup.choices import (
     BackupFormat,
+    BackupMode,
+    Checkpoint,
     Compression,
     EncryptionMethod,
     LogFormat,
@@ -112,6 +115,26 @@ class Settings(BaseSettings):
     """Longest wait for a table lock another session holds (30s, 5m); then the backup fails naming both. 0: no limit."""
     globals_enabled: bool | None = Field(None, validation_alias=_env("BACKUP_GLOBALS"))
     """Dump roles and tablespaces (`pg_dumpall --globals-only`). Default: on when POSTGRES_DB is `all` or a list."""
+    backup_mode: BackupMode = Field(BackupMode.LOGICAL, validation_alias=_env("BACKUP_MODE"))
+    """`logical` (pg_dump per database) or `physical` (a pg_basebackup base backup of the whole cluster, for
+    point-in-time recovery with the WAL archive). `backup --physical` chooses physical for one run."""
+    physical_checkpoint: Checkpoint = Field(Checkpoint.FAST, validation_alias=_env("PHYSICAL_CHECKPOINT"))
+    """Checkpoint at the start of a base backup: `fast` (start at once, a burst of writes) or `spread`
+    (as the server's checkpoint_completion_target paces it; the backup starts later)."""
+    physical_spool_dir: Path | None = Field(None, validation_alias=_env("PHYSICAL_SPOOL_DIR"))
+    """Folder for the temporary copy of a cluster with tablespaces (pg_basebackup writes one tar per
+    tablespace; needs the cluster's size free). Default: the system temporary folder."""
+    physical_incremental: bool = Field(False, validation_alias=_env("PHYSICAL_INCREMENTAL"))
+    """Physical backups are incremental (PostgreSQL 17+, `summarize_wal = on`): `pg_basebackup --incremental` against
+    the newest backup of the current chain; a full one when the chain policy says so. As `backup --incremental`."""
+    physical_full_every: str | None = Field(None, validation_alias=_env("PHYSICAL_FULL_EVERY"))
+    """With incremental backups: take a full base backup when the chain's full one is older than this (7d, 26h)."""
+    physical_max_incrementals: int | None = Field(None, ge=1, validation_alias=_env("PHYSICAL_MAX_INCREMENTALS"))
+    """With incremental backups: take a full base backup after this many incrementals in a chain. With neither
+    this nor PHYSICAL_FULL_EVERY a chain grows until a full backup is asked for (`backup --physical`)."""
+    drill_pitr_marker: bool = Field(True, validation_alias=_env("DRILL_PITR_MARKER"))
+    """Physical drills write two marker rows on the source (schema `sentinel_drill`) and a named restore point, and
+    prove recovery reaches the point between them. `false` for servers where the tool may not write."""
 
     # --- encryption -------------------------------------------------------------
     encrypt_enabled: bool = Field(False, validation_alias=_env("ENCRYPT_ENABLED"))
@@ -227,6 +250,26 @@ class Settings(BaseSettings):
     schedule_timezone: str = Field("UTC", validation_alias=_env("SCHEDULE_TIMEZONE"))
     """Time zone of the cron expressions."""
 
+    # --- WAL archive (physical backups, point-in-time recovery) -------------------
+    wal_push_async: bool = Field(False, validation_alias=_env("WAL_PUSH_ASYNC"))
+    """`wal-push` copies the segment durably into WAL_SPOOL_DIR and returns; a background shipper stores it on every
+    destination (for busy servers and slow remote stores)."""
+    wal_spool_dir: Path | None = Field(None, validation_alias=_env("WAL_SPOOL_DIR"))
+    """Local spool of asynchronous `wal-push` and of `wal-fetch` prefetch (created 0700). Put it on another disk
+    than pg_wal: a segment in the spool is acknowledged to PostgreSQL before it reaches the destinations."""
+    wal_fetch_prefetch: int = Field(0, ge=0, le=64, validation_alias=_env("WAL_FETCH_PREFETCH"))
+    """`wal-fetch` also fetches the next N segments into WAL_SPOOL_DIR, so recovery waits less for a remote store."""
+    max_wal_age: str | None = Field(None, validation_alias=_env("MAX_WAL_AGE"))
+    """`check` warns when the last WAL file archived is older than this (e.g. 15m, 1h); unset: not checked (an idle
+    server archives nothing unless `archive_timeout` is set)."""
+    wal_receive_enabled: bool = Field(False, validation_alias=_env("WAL_RECEIVE_ENABLED"))
+    """`schedule` also runs `wal-receive` (streaming the WAL into the archive) beside the scheduled jobs."""
+    wal_receive_slot: str = Field("sentinel_backup", validation_alias=_env("WAL_RECEIVE_SLOT"))
+    """Replication slot of `wal-receive` (created when missing): the server keeps WAL until it is received."""
+    wal_receive_dir: Path | None = Field(None, validation_alias=_env("WAL_RECEIVE_DIR"))
+    """Staging folder of `wal-receive` (pg_receivewal writes here; each completed segment is pushed, then removed).
+    Default: `wal-receive` under WAL_SPOOL_DIR, else `.wal-receive` in BACKUP_DIR."""
+
     # --- logging ----------------------------------------------------------------
     log_level: LogLevel = Field(LogLevel.INFO, validation_alias=_env("LOG_LEVEL"))
     """DEBUG, INFO, WARN or ERROR."""
@@ -271,7 +314,8 @@ class Settings(BaseSettings):
                      "retention_keep_weekly", "retention_keep_monthly", "retention_keep_yearly",
                      "globals_enabled", "temp_dir", "drill_port", "drill_password_file", "drill_sql_file",
                      "metrics_file",
-                     mode="before")
+                     "wal_spool_dir", "max_wal_age", "wal_receive_dir", "physical_full_every",
+                     "physical_max_incrementals", mode="before")
     @classmethod
     def _empty_optional(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -295,6 +339,27 @@ class Settings(BaseSettings):
     def _age(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @field_validator("physical_full_every")
+    @classmethod
+    def _full_every(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("max_wal_age")
+    @classmethod
+    def _wal_age(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("wal_receive_slot")
+    @classmethod
+    def _slot(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9_]{1,63}", value.strip()):
+            raise ValueError("must be 1-63 lowercase letters, digits or underscores (a replication slot name)")
+        return value.strip()
 
     @field_validator("lock_wait_timeout")
     @classmethod
@@ -338,6 +403,14 @@ class Settings(BaseSettings):
                 raise ValueError("COMPRESSION_LEVEL for gzip must be 1-9")
             if self.compression is Compression.ZSTD and not 1 <= level <= 22:
                 raise ValueError("COMPRESSION_LEVEL for zstd must be 1-22")
+        return self
+
+    @model_validator(mode="after")
+    def _spool(self) -> Settings:
+        if self.wal_push_async and self.wal_spool_dir is None:
+            raise ValueError("WAL_PUSH_ASYNC=true needs WAL_SPOOL_DIR (a local folder on another disk than pg_wal)")
+        if self.wal_fetch_prefetch and self.wal_spool_dir is None:
+            raise ValueError("WAL_FETCH_PREFETCH needs WAL_SPOOL_DIR (where prefetched segments wait)")
         return self
 
     # --- derived ----------------------------------------------------------------

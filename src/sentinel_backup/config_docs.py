@@ -30,7 +30,7 @@ SECTIONS = [
     ("Source", "postgres_user"), ("Backup", "backup_dir"), ("Encryption", "encrypt_enabled"),
     ("S3", "s3_enabled"), ("MinIO", "minio_enabled"), ("Retention", "retention_days"),
     ("Notifications", "webhook_enabled"), ("Drills, health, metrics, schedule", "drill_host"),
-    ("Logging", "log_level"),
+    ("WAL archive", "wal_push_async"), ("Logging", "log_level"),
 ]
 
 EXAMPLES: dict[str, str] = {
@@ -42,6 +42,9 @@ EXAMPLES: dict[str, str] = {
     "COMPRESSION_THREADS": "2", "MIN_BACKUP_SIZE": "4096", "VERIFY_AFTER_BACKUP": "restore",
     "PG_DUMP_OPTIONS": "--exclude-table-data=audit.*", "PG_DUMP_JOBS": "4", "TEMP_DIR": "/var/tmp/sentinel",
     "LOCK_WAIT_TIMEOUT": "5m", "BACKUP_GLOBALS": "true",
+    "BACKUP_MODE": "physical", "PHYSICAL_CHECKPOINT": "spread", "PHYSICAL_SPOOL_DIR": "/var/tmp/sentinel-spool",
+    "PHYSICAL_INCREMENTAL": "true", "PHYSICAL_FULL_EVERY": "7d", "PHYSICAL_MAX_INCREMENTALS": "6",
+    "DRILL_PITR_MARKER": "false",
     "ENCRYPT_ENABLED": "true",
     "ENCRYPTION_METHOD": "age", "ENCRYPTION_KEY_PATH": "/etc/sentinel/backup.key",
     "AGE_RECIPIENTS": "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
@@ -64,6 +67,9 @@ EXAMPLES: dict[str, str] = {
     "MANIFEST_TABLE_HASHES": "true", "MAX_BACKUP_AGE": "26h",
     "METRICS_FILE": "/var/lib/node_exporter/textfile/sentinel_backup.prom", "BACKUP_SCHEDULE": "0 */6 * * *",
     "PRUNE_SCHEDULE": "30 4 * * *", "DRILL_SCHEDULE": "0 5 * * 0", "SCHEDULE_TIMEZONE": "Europe/Paris",
+    "WAL_PUSH_ASYNC": "true", "WAL_SPOOL_DIR": "/var/spool/sentinel-wal", "WAL_FETCH_PREFETCH": "4",
+    "MAX_WAL_AGE": "1h", "WAL_RECEIVE_ENABLED": "true", "WAL_RECEIVE_SLOT": "sentinel_backup",
+    "WAL_RECEIVE_DIR": "/var/lib/sentinel-backup/wal-receive",
     "LOG_LEVEL": "DEBUG", "LOG_FILE": "/var/log/sentinel-backup/sentinel-backup.log", "LOG_FORMAT": "json",
 }
 

@@ -4,7 +4,8 @@ Delivery never raises and never changes a run's outcome: a failure is logged as 
 warning on ``sentinel_backup.notify`` and returned as a :class:`DeliveryResult`.
 
 * Levels (``NOTIFICATION_LEVEL``): ``all`` sends every event; ``error`` sends failures
-  and partial successes only (backup_failed, backup_partial, verify_failed); ``none``
+  and partial successes only (backup_failed, backup_partial, verify_failed, archive_failed and
+  its archive_recovered); ``none``
   sends nothing. ``send_test`` ignores the level (and ``WEBHOOK_ENABLED``).
 * Formats (``WEBHOOK_FORMAT``): ``auto`` picks Slack for ``hooks.slack.com``, Discord for
   ``discord.com/api/webhooks`` and ``discordapp.com``, JSON otherwise. One URL of
@@ -174,7 +175,8 @@ class Transport:
 
 
 # --- the notifier -------------------------------------------------------------------------
-_ERROR_KINDS = {EventKind.BACKUP_FAILED, EventKind.BACKUP_PARTIAL, EventKind.VERIFY_FAILED}
+_ERROR_KINDS = {EventKind.BACKUP_FAILED, EventKind.BACKUP_PARTIAL, EventKind.VERIFY_FAILED,
+                EventKind.ARCHIVE_FAILED, EventKind.ARCHIVE_RECOVERED}
 
 
 @dataclass

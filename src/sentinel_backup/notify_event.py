@@ -24,14 +24,18 @@ class EventKind(StrEnum):
     BACKUP_PARTIAL = "backup_partial"
     VERIFY_FAILED = "verify_failed"
     PRUNE_REMOVED = "prune_removed"
+    ARCHIVE_FAILED = "archive_failed"  # wal-push cannot archive WAL (PostgreSQL retries; pg_wal grows)
+    ARCHIVE_RECOVERED = "archive_recovered"
     TEST = "test"
 
 
-_SEVERITY = {EventKind.BACKUP_FAILED: "error", EventKind.VERIFY_FAILED: "error", EventKind.BACKUP_PARTIAL: "warning"}
+_SEVERITY = {EventKind.BACKUP_FAILED: "error", EventKind.VERIFY_FAILED: "error", EventKind.BACKUP_PARTIAL: "warning",
+             EventKind.ARCHIVE_FAILED: "error"}
 _TITLE = {
     EventKind.BACKUP_SUCCEEDED: "Backup succeeded", EventKind.BACKUP_FAILED: "Backup FAILED",
     EventKind.BACKUP_PARTIAL: "Backup partially failed", EventKind.VERIFY_FAILED: "Verification FAILED",
     EventKind.PRUNE_REMOVED: "Retention removed backups", EventKind.TEST: "Test notification",
+    EventKind.ARCHIVE_FAILED: "WAL archiving FAILING", EventKind.ARCHIVE_RECOVERED: "WAL archiving recovered",
 }
 _EMOJI = {"info": "\u2705", "warning": "\u26a0\ufe0f", "error": "\u274c"}
 _COLOR = {"info": 0x2EB886, "warning": 0xDAA038, "error": 0xA30200}

@@ -34,7 +34,7 @@ def test_shell_completion_completes_commands_and_options(tmp_path: Path) -> None
     program = str(Path(sys.executable).parent / "sentinel-backup")
     out = subprocess.run([program], env=env, capture_output=True, text=True, check=False, cwd=tmp_path)
     assert out.stdout.split() == ["list"], out
-    env.update(COMP_WORDS="sentinel-backup restore --targ", COMP_CWORD="2")
+    env.update(COMP_WORDS="sentinel-backup restore --target-d", COMP_CWORD="2")  # --target-time etc. exist too
     out = subprocess.run([program], env=env, capture_output=True, text=True, check=False, cwd=tmp_path)
     assert out.stdout.split() == ["--target-db"], out
 

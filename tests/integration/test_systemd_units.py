@@ -16,7 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "contrib" / "systemd"
 SHIPPED = "/usr/local/bin/sentinel-backup"
-MAIN = ("sentinel-backup.service", "sentinel-backup-scheduler.service", "sentinel-backup-drill@.service")
+MAIN = ("sentinel-backup.service", "sentinel-backup-scheduler.service", "sentinel-backup-drill@.service",
+        "sentinel-backup-wal-receive.service")
 
 
 def systemd_analyze() -> str:
@@ -61,7 +62,7 @@ def instantiated(folder: Path) -> list[str]:
 def test_systemd_analyze_verify_passes_without_a_warning(tmp_path: Path) -> None:
     tool = systemd_analyze()
     names = instantiated(tmp_path)
-    assert len(names) == 6
+    assert len(names) == 7
     proc = subprocess.run([tool, "verify", "--man=no", *names], cwd=tmp_path, capture_output=True, text=True,
                           check=False, timeout=120)
     assert proc.returncode == 0 and proc.stderr == "" and proc.stdout == "", proc.stdout + proc.stderr
@@ -114,7 +115,8 @@ def test_writable_paths_cover_every_file_the_docs_configure() -> None:
 
 
 def test_scheduler_and_timers_can_be_enabled() -> None:
-    assert directives(UNITS / "sentinel-backup-scheduler.service")["WantedBy"] == ["multi-user.target"]
+    for service in ("sentinel-backup-scheduler.service", "sentinel-backup-wal-receive.service"):
+        assert directives(UNITS / service)["WantedBy"] == ["multi-user.target"]
     for timer in ("sentinel-backup.timer", "sentinel-backup-drill@.timer"):
         assert directives(UNITS / timer)["WantedBy"] == ["timers.target"]
 

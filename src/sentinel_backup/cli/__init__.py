@@ -2,6 +2,10 @@
 
 ``main`` is the one place that turns exceptions into messages and exit codes: a user
 error shows its message and hint, never a traceback (unless LOG_LEVEL=DEBUG).
+
+``wal-push`` and ``wal-fetch`` run once per WAL segment from PostgreSQL, so ``main`` hands
+them to a lean parser (``wal.fastpath``) before Typer and the other commands are imported;
+``--help`` and anything unusual still go through Typer.
 """
 
 from __future__ import annotations
@@ -10,11 +14,8 @@ import logging
 import os
 import sys
 import traceback
+from typing import Any
 
-import typer
-
-from sentinel_backup.cli import commands  # noqa: F401 - registers the commands
-from sentinel_backup.cli.app import app
 from sentinel_backup.errors import EXIT_FAILURE, EXIT_USAGE, SentinelError
 
 
@@ -23,17 +24,32 @@ def _debug() -> bool:
         "sentinel_backup").isEnabledFor(logging.DEBUG)
 
 
+def report(exc: SentinelError) -> int:
+    """A user error as its message and hint (traceback only with DEBUG); its exit code."""
+    if _debug():
+        traceback.print_exc()
+    print(f"ERROR: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"HINT: {exc.hint}", file=sys.stderr)
+    return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
+    from sentinel_backup.wal import fastpath
+
+    args = sys.argv[1:] if argv is None else argv
+    if fastpath.handles(args):
+        return fastpath.main(args)
+    import typer
+
+    from sentinel_backup.cli import commands  # noqa: F401 - registers the commands
+    from sentinel_backup.cli.app import app
+
     try:
-        result = app(args=argv, prog_name="sentinel-backup", standalone_mode=False)
+        result = app(args=args, prog_name="sentinel-backup", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
     except SentinelError as exc:
-        if _debug():
-            traceback.print_exc()
-        print(f"ERROR: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"HINT: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
@@ -57,4 +73,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-__all__ = ["app", "main", "typer"]
+def __getattr__(name: str) -> Any:
+    """``app`` and ``typer`` stay importable from here, loaded on first use."""
+    if name == "app":
+        from sentinel_backup.cli import commands  # noqa: F401
+        from sentinel_backup.cli.app import app
+
+        return app
+    if name == "typer":
+        import typer
+
+        return typer
+    raise AttributeError(name)
+
+
+__all__ = ["app", "main", "report", "typer"]

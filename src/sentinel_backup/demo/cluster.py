@@ -51,6 +51,7 @@ class TempCluster:
     port: int = field(default_factory=free_port)
     base: Path | None = None
     settings: dict[str, str] = field(default_factory=dict)
+    initdb_args: list[str] = field(default_factory=list)  # e.g. ["--wal-segsize=1"] (1 MB WAL segments)
 
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="sentinel-pg-", dir=self.base))
@@ -71,7 +72,8 @@ class TempCluster:
             for path in (self.root, self.socket_dir, pwfile):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         self._pg("initdb", "-D", str(self.data), "-U", self.user, "--pwfile", str(pwfile),
-                 "-E", "UTF8", "--locale", "C.UTF-8", "-A", "trust", "--auth-host", "scram-sha-256")
+                 "-E", "UTF8", "--locale", "C.UTF-8", "-A", "trust", "--auth-host", "scram-sha-256",
+                 *self.initdb_args)
         pwfile.unlink()
         conf = {
             "listen_addresses": "'127.0.0.1'",

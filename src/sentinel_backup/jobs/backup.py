@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sentinel_backup import log, private
-from sentinel_backup.choices import VerifyMode
+from sentinel_backup.choices import BackupMode, VerifyMode
 from sentinel_backup.config import Settings
 from sentinel_backup.errors import EXIT_FAILURE, EXIT_OK, Interrupted, SentinelError, StorageError
 from sentinel_backup.interrupt import Stopper
@@ -34,6 +34,7 @@ from sentinel_backup.lock import run_lock
 from sentinel_backup.logical.drill import DrillReport
 from sentinel_backup.logical.run import BackupRun, RunResult
 from sentinel_backup.notify import EventKind, Notifier, RunEvent
+from sentinel_backup.physical.run import PhysicalRun
 from sentinel_backup.retention.plan import ApplyResult, RetentionPlan
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.storage.local import LocalStorage
@@ -131,8 +132,9 @@ def backup_job(settings: Settings, *, stop: threading.Event | Stopper | None = N
     with run_lock(settings.backup_dir), stopper.watching():
         notifier.ping("start")
         try:
-            result = BackupRun(settings, destinations, progress=progress, stop=stopper, unusable=unusable,
-                               cipher=cipher).run()
+            runner = PhysicalRun if settings.backup_mode is BackupMode.PHYSICAL else BackupRun
+            result = runner(settings, destinations, progress=progress, stop=stopper, unusable=unusable,
+                            cipher=cipher).run()
         except SentinelError as exc:
             notifier.notify(RunEvent(EventKind.BACKUP_FAILED, error=exc.message))
             notifier.ping("fail", exc.message)

@@ -9,7 +9,9 @@ from sentinel_backup.config import Settings
 from sentinel_backup.interrupt import Stopper
 from sentinel_backup.model.catalog import legacy_database
 from sentinel_backup.notify import EventKind, Notifier, RunEvent
-from sentinel_backup.retention.plan import DEFAULT_GRACE, ApplyResult, RetentionPlan, RetentionPolicy, apply, plan, scan
+from sentinel_backup.physical.chain import chain_parents, chain_plan
+from sentinel_backup.physical.retention import apply_wal, plan_wal, scan_bases, scan_wal, wal_for_plan
+from sentinel_backup.retention.plan import DEFAULT_GRACE, ApplyResult, RetentionPlan, RetentionPolicy, apply, scan
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.storage.registry import build_destinations
 from sentinel_backup.storage.wrappers import RetryingStorage
@@ -31,8 +33,16 @@ def prune_job(settings: Settings, destinations: list[Storage] | None = None, *, 
             stop.check("retention")
         policy = RetentionPolicy.from_settings(settings, dest.name)
         store = RetryingStorage(dest)  # a deletion that failed transiently is tried again
-        the_plan = plan(scan(store, legacy_database=legacy_db), policy, now)
+        # physical base backups: the same rules per cluster, incremental chains kept or removed as
+        # units (physical.chain); then the WAL the kept base backups need is kept, older WAL removed
+        bases, infos = scan_bases(store)
+        logical = [ref for ref in scan(store, legacy_database=legacy_db) if ref.kind != "physical"]
+        the_plan = chain_plan([*logical, *bases], chain_parents(store, bases), policy, now)
         applied = apply(store, the_plan, dry_run=dry_run)
+        applied.notes.extend(apply_wal(store, plan_wal(scan_wal(store), wal_for_plan(the_plan, infos)),
+                                       dry_run=dry_run))
+        for note in applied.notes:
+            logger.info(f"{dest.name}: {note}", extra=log.fields(destination=dest.name))
         for r in applied.results:
             verb = "Would remove" if dry_run else "Removed" if r.removed else "Could not remove"
             logger.info(f"{verb} {r.backup.id} from {dest.name} ({r.reason})",

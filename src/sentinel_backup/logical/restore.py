@@ -196,6 +196,9 @@ class Restorer:
         """Restore ``entry`` into ``target`` (see the module doc); with ``selection``, only the
         selected schemas and tables (see :mod:`sentinel_backup.logical.selective`)."""
         manifest = entry.manifest
+        if manifest.kind == "physical":
+            raise ConfigError(f"{manifest.id} is a physical base backup of the whole cluster, not a database dump",
+                              f"restore it with: sentinel-backup restore --physical {manifest.id} --pgdata NEW_DIR")
         if manifest.kind == "globals":
             raise ConfigError(f"{manifest.id} holds roles and tablespaces, not a database",
                               f"apply it with: sentinel-backup restore --globals {manifest.id}")

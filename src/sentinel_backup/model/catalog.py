@@ -40,7 +40,7 @@ logger = log.get("catalog")
 UNKNOWN_DATABASE = "(unknown)"
 LEGACY_TOOL = "shell scripts (legacy)"
 DRILL_FIELDS = ("passed", "started_at", "destination", "restore_seconds", "tables_checked", "differences", "checks",
-                "error")
+                "error", "recovery_seconds", "reached_time", "reached_lsn", "restore_point")  # the last: physical
 
 
 @dataclass
@@ -83,6 +83,7 @@ class Entry:
             "drilled": drill is not None,
             "drill": {k: drill.get(k) for k in DRILL_FIELDS} if drill is not None else None,
             "legacy": False,
+            "physical": _physical_json(m),
         }
         return doc
 
@@ -100,6 +101,19 @@ class Entry:
             "artifact": m.artifact, "duration_seconds": None, "tables": None, "drilled": False, "drill": None,
             "legacy": True,
         }
+
+
+def _physical_json(m: Manifest) -> dict[str, Any] | None:
+    """A physical backup's WAL range and the earliest point it can reach (its end: consistency)."""
+    f = m.physical
+    if f is None:
+        return None
+    reach = f.stop_time or m.finished_at
+    return {"system_identifier": f.system_identifier, "timeline": f.timeline, "start_lsn": f.start_lsn,
+            "stop_lsn": f.stop_lsn, "start_wal": f.start_wal, "stop_wal": f.stop_wal,
+            "earliest_reachable_time": reach.isoformat().replace("+00:00", "Z"),
+            "tablespaces": len(f.tablespaces), "backup_manifest": f.backup_manifest_key,
+            "parent_id": f.parent_id, "chain_root_id": f.chain_root_id or m.id, "chain_position": f.chain_position}
 
 
 @dataclass

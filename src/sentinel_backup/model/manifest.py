@@ -62,6 +62,7 @@ class PhysicalFacts(BaseModel):
     wal_included: bool = True  # pg_basebackup -X fetch: the needed WAL is inside the tar
     backup_label: str = ""  # the label pg_basebackup was given
     backup_manifest_key: str | None = None  # PostgreSQL's own backup_manifest, stored beside
+    backup_manifest_sha256: str | None = None  # of its plaintext (what an incremental backup's parent must be)
     tablespaces: list[dict[str, Any]] = Field(default_factory=list)  # oid, location, artifact key
     pg_basebackup_version: str | None = None
     # incremental chains (PostgreSQL 17+): the parent's id, the chain's full backup, place in it

@@ -29,7 +29,7 @@ from sentinel_backup.logical.selection import DumpSelection, selection_sql, sql_
 from sentinel_backup.pg.child import StderrCollector, source_error
 from sentinel_backup.pg.tools import ToolChoice, check_container, choose_local, layout_dirs
 
-_TOOLS = {"pg_dump", "pg_dumpall", "psql", "pg_restore"}
+_TOOLS = {"pg_dump", "pg_dumpall", "psql", "pg_restore", "pg_basebackup"}
 
 # What a fact is per table: its row count, or "rows:md5" (a hash of the sorted row hashes,
 # independent of row order). ``t`` is the table's alias.

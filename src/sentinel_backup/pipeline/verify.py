@@ -55,6 +55,9 @@ def observer_for(manifest: Manifest) -> RawObserver | None:
         return EndMarker()
     if manifest.format == "directory":
         return TarCheck()  # pg_dump -Fd's folder as a tar: end-of-archive and toc.dat
+    if manifest.kind == "physical":
+        from sentinel_backup.physical.tarstream import TarObserver
+        return TarObserver()  # a base backup: the tar must reach its end-of-archive
     return None
 
 

@@ -11,6 +11,7 @@ from sentinel_backup.cli.commands import (
     schedule,
     show,
     verify,
+    wal,
 )
 
-__all__ = ["backup", "check", "demo", "list_", "notify_test", "prune", "restore", "schedule", "show", "verify"]
+__all__ = ["backup", "check", "demo", "list_", "notify_test", "prune", "restore", "schedule", "show", "verify", "wal"]

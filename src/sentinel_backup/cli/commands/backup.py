@@ -20,14 +20,28 @@ def backup(
     database: Annotated[list[str] | None, typer.Option(
         "--database", metavar="<name>",
         help="Back up this database instead of POSTGRES_DB, for this run only (repeatable).")] = None,
+    physical: Annotated[bool, typer.Option("--physical", help="A base backup of the whole cluster (pg_basebackup),"
+                                           " for point-in-time recovery; as BACKUP_MODE=physical.")] = False,
+    incremental: Annotated[bool, typer.Option("--incremental", help="With --physical: an incremental base backup"
+                                              " on the newest one (PostgreSQL 17+, summarize_wal=on); as"
+                                              " PHYSICAL_INCREMENTAL=true.")] = False,
 ) -> int:
-    """Back up every database named by POSTGRES_DB (or by --database) to every enabled destination.
+    """Back up every database named by POSTGRES_DB or --database (or, --physical, the whole cluster)
+    to every enabled destination.
 
     SIGTERM/SIGINT stop the run within seconds: nothing unfinished is committed, exit 130."""
     from sentinel_backup.interrupt import Stopper, signal_stop
     from sentinel_backup.jobs.backup import backup_job
     with signal_stop(Stopper(), "the backup") as stopper:
         settings = state(ctx).settings()
+        if physical or incremental:
+            if database:
+                raise ConfigError("--database names databases of a logical backup; a physical backup is of the"
+                                  " whole cluster", "leave out --database, or --physical")
+            from sentinel_backup.choices import BackupMode
+            settings = settings.model_copy(update={"backup_mode": BackupMode.PHYSICAL})
+        if incremental:
+            settings = settings.model_copy(update={"physical_incremental": True})
         if database:
             settings = adhoc_settings(settings, database)
         with progress_bar("dumping", enabled=state(ctx).show_progress, estimate=_estimator(settings)) as progress:

@@ -51,7 +51,16 @@ def _table(entries: list[Entry], drills: dict[str, dict[str, Any] | None]) -> No
         return [m.id, f"{m.created_at:%Y-%m-%d %H:%M:%S}", human_size(m.size_bytes),
                 "-" if e.legacy else human_size(m.raw_size_bytes), m.encryption.method if m.encryption else "-",
                 "-" if drill is None else "passed" if drill.get("passed") else "FAILED",
-                ",".join(sorted(e.locations)), "LEGACY" if e.legacy else ""]
+                ",".join(sorted(e.locations)), "LEGACY" if e.legacy else _kind(e)]
 
     print_table(("ID", "CREATED (UTC)", "SIZE", "RAW", "ENC", "DRILL", "DESTINATIONS", ""), map(row, entries),
                 right=("SIZE", "RAW"))
+
+
+def _kind(e: Entry) -> str:
+    """Physical backups: their WAL range (start..stop LSN) and timeline."""
+    f = e.manifest.physical
+    if f is None:
+        return ""
+    chain = f", incremental {f.chain_position} of {f.chain_root_id}" if f.parent_id else ""
+    return f"physical {f.start_lsn}..{f.stop_lsn} tli {f.timeline}{chain}"

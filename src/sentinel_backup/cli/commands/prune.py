@@ -31,13 +31,16 @@ def prune(
     with run_lock(settings.backup_dir):
         results = prune_job(settings, destinations, dry_run=dry_run, notifier=Notifier.from_settings(settings))
     if as_json:
-        emit(json.dumps([{"destination": a.destination, "dry_run": dry_run, **p.to_dict(), "result": a.counts()}
+        emit(json.dumps([{"destination": a.destination, "dry_run": dry_run, **p.to_dict(), "result": a.counts(),
+                           "notes": a.notes}
                          for p, a in results], indent=2, default=str))
     else:
         for the_plan, applied in results:
             emit(f"{applied.destination}: policy {the_plan.policy.describe()}")
             print_table(("ACTION", "ID", "REASON"), ([("keep" if d.keep else "REMOVE"), d.backup.id, d.reason]
                                                      for d in the_plan.decisions), indent=2)
+            for note in applied.notes:
+                emit(f"  {note}")
             emit(f"  => {_summary(the_plan.decisions, applied.counts())}")
     return 0 if all(a.ok for _, a in results) else EXIT_FAILURE
 

@@ -10,6 +10,7 @@ globals backup, roles and tablespaces, to the server (see :mod:`sentinel_backup.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -52,9 +53,43 @@ def restore(
         "--globals", help="Apply a globals backup (roles, tablespaces) to the server.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="With --globals: print the SQL, change nothing.")]
     = False,
+    physical: Annotated[bool, typer.Option("--physical", help="Restore a physical base backup into --pgdata.")]
+    = False,
+    pgdata: Annotated[Path | None, typer.Option("--pgdata", help="--physical: new (empty) data directory.")] = None,
+    target_time: Annotated[str | None, typer.Option("--target-time", help="--physical: recover to this time"
+                                                    " (with a time zone, e.g. '2026-12-02 17:58:00+00:00').")] = None,
+    target_lsn: Annotated[str | None, typer.Option("--target-lsn", help="--physical: recover to this LSN.")] = None,
+    target_name: Annotated[str | None, typer.Option("--target-name", help="--physical: recover to this restore"
+                                                    " point (pg_create_restore_point).")] = None,
+    target_xid: Annotated[str | None, typer.Option("--target-xid", help="--physical: recover to this"
+                                                   " transaction.")] = None,
+    target_action: Annotated[str, typer.Option("--target-action", help="--physical: at the target: promote,"
+                                               " pause or shutdown.")] = "promote",
+    start: Annotated[int | None, typer.Option("--start", min=1, max=65535, help="--physical: start a temporary"
+                                              " server on this port (socket only), wait for recovery, report.")]
+    = None,
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="--physical with --start: leave the"
+                                               " server running.")] = False,
+    keep_archiving: Annotated[bool, typer.Option("--keep-archiving", help="--physical: keep archive_mode as the"
+                                                 " backup had it (a real replacement of the original).")] = False,
+    tablespace_dir: Annotated[Path | None, typer.Option("--tablespace-dir", help="--physical: put tablespace"
+                                                        " <oid> in DIR/<oid> (default: its original place).")]
+    = None,
+    tool_command: Annotated[str | None, typer.Option("--tool-command", help="--physical: how the postgres OS"
+                                                     " user runs this tool in restore_command.")] = None,
 ) -> int:
-    """Restore a backup into --target-db (never any other database); --list shows its contents,
-    --schema/--table restore part of it, --globals applies roles and tablespaces."""
+    """Restore a backup into --target-db (never any other database), or --physical into --pgdata;
+    --list shows its contents, --schema/--table restore part of it, --globals applies roles and tablespaces."""
+    if physical:
+        if target_db or schema or table or list_only or globals_ or clean or create:
+            raise ConfigError("--physical restores a whole cluster into --pgdata; --target-db, --create, --clean,"
+                              " --schema, --table, --list and --globals are for logical backups",
+                              "leave those options out, or --physical")
+        from sentinel_backup.cli.commands.restore_physical import restore_physical
+        return restore_physical(ctx, backup_id, pgdata, source, target_time=target_time, target_lsn=target_lsn,
+                                target_name=target_name, target_xid=target_xid, target_action=target_action,
+                                start=start, keep_running=keep_running, keep_archiving=keep_archiving,
+                                tablespace_dir=tablespace_dir, tool_command=tool_command)
     from sentinel_backup.interrupt import StopSignals
     from sentinel_backup.logical.restore import Restorer, pick_copy
     from sentinel_backup.logical.selective import RestoreSelection, list_contents

@@ -28,6 +28,9 @@ def verify(
     = None,
     restore: Annotated[bool, typer.Option("--restore", help="Also run a restore drill into a scratch database.")]
     = False,
+    physical: Annotated[bool, typer.Option("--physical", help="With `latest`: the newest physical backup.")] = False,
+    tool_command: Annotated[str | None, typer.Option("--tool-command", help="Physical drills: how the postgres OS"
+                                                     " user runs this tool for restore_command.")] = None,
 ) -> int:
     """Check SHA-256, size and full decompression of a backup's copies (and with --restore, a drill)."""
     from sentinel_backup.logical.restore import pick_copy
@@ -39,7 +42,13 @@ def verify(
     if destination is not None:  # an unknown or unconfigured name is a usage error (exit 2)
         wanted = destination_by_name(settings, destination)
         destinations, destination = [d for d in destinations if d.name != wanted.name] + [wanted], wanted.name
-    entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings)).find(backup_id, database)
+    catalog = scan(destinations, legacy=True, legacy_db=legacy_database(settings))
+    entry = catalog.find(backup_id, database) if not physical or backup_id != "latest" else next(
+        (e for e in catalog.entries if e.manifest.kind == "physical"), None) or catalog.find("latest", "(cluster)")
+    if restore and entry.manifest.kind == "physical":  # a point-in-time restore into a scratch server
+        from sentinel_backup.cli.commands.drill_physical import drill_physical
+        return drill_physical(settings, entry, catalog.entries, destinations, destination,
+                              env_file=state(ctx).env_file, tool_command=tool_command)
     if restore and entry.legacy:
         raise ConfigError(f"{entry.id} is a legacy file of the shell version: it has no row counts to drill against",
                           f"verify it without --restore, or restore it: sentinel-backup restore {entry.id} "

@@ -1,0 +1,1 @@
+"""The continuous WAL archive: wal-push, wal-fetch, the asynchronous spool, wal-receive, archive checks."""

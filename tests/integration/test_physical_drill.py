@@ -1,0 +1,187 @@
+"""Drills of physical backups on a real PostgreSQL 18 archiving through the real ``wal-push``:
+``verify --restore`` restores the chain into a scratch server and recovers to a restore point the
+drill created between its two markers. Drills that pass, and drills that fail for the right
+reason: a WAL segment removed from the archive (a gap), a corrupt base backup, a restore point
+never reached (the archiver stopped working)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Result, cli
+from tests.plugins.archive import ArchivingCluster, WalTool
+
+
+def scratch_left() -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob("sentinel-drill-*"))
+
+
+@pytest.fixture
+def backed_up(archiving_cluster18: Callable[..., ArchivingCluster]) -> ArchivingCluster:
+    """A full and an incremental backup, rows after each, archived."""
+    archive = archiving_cluster18()
+    archive.psql("CREATE TABLE items(id int primary key); INSERT INTO items SELECT generate_series(1, 500)")
+    archive.psql("CREATE DATABASE second; ")
+    archive.psql("CREATE TABLE other(x int); INSERT INTO other VALUES (1)", "second")
+    assert cli(archive.values, "backup", "--physical").code == 0
+    archive.psql("INSERT INTO items SELECT generate_series(501, 900)")
+    time.sleep(1.1)
+    done = cli(archive.values, "backup", "--physical", "--incremental")
+    assert done.code == 0, done.output
+    archive.psql("INSERT INTO items SELECT generate_series(901, 1000)")
+    archive.wait_archived(archive.switch())
+    return archive
+
+
+def drill(archive: ArchivingCluster, tool: WalTool, *args: str, env: dict[str, str] | None = None) -> Result:
+    return cli({**archive.values, **(env or {})}, "--env-file", str(archive.env_file), "verify", "latest",
+               "--physical", "--restore", "--tool-command", " ".join(tool.argv), *args)
+
+
+def test_a_drill_passes_records_rto_and_rpo_and_cleans_a_leftover(backed_up: ArchivingCluster, wal_tool: WalTool,
+                                                                  tmp_path: Path) -> None:
+    archive = backed_up
+    leftover = Path(tempfile.mkdtemp(prefix="sentinel-drill-999999-"))  # a killed drill's (no such process)
+    (leftover / "data").mkdir()
+    checks = tmp_path / "checks.sql"
+    checks.write_text("SELECT count(*) = 1000 FROM items;\nSELECT true")
+    metrics = tmp_path / "metrics.prom"
+    result = drill(archive, wal_tool, env={"DRILL_SQL_FILE": str(checks), "METRICS_FILE": str(metrics)})
+    assert result.code == 0, result.output
+    assert "PASSED" in result.stdout and "marker A present, B absent" in result.stdout
+    assert not leftover.exists() and scratch_left() == []
+    newest = cli(archive.values, "list", "--json").json()[0]
+    record = newest["drill"]
+    assert record["passed"] is True and record["restore_seconds"] > 0 and record["recovery_seconds"] > 0
+    assert record["reached_time"] and record["restore_point"].startswith("sentinel_drill_")
+    assert record["tables_checked"] >= 3  # items, the marker table, other in database second
+    assert [c["ok"] for c in record["checks"]] == [True, True, True]
+    assert 'sentinel_backup_drill_success{database="(cluster)"} 1' in metrics.read_text()
+    # the source holds the marker rows of the last drill: A and B
+    assert archive.psql("SELECT string_agg(phase, ',' ORDER BY phase) FROM sentinel_drill.marker") == "A,B"
+
+
+def test_a_gap_in_the_archive_fails_the_drill(backed_up: ArchivingCluster, wal_tool: WalTool) -> None:
+    archive = backed_up
+    newest = cli(archive.values, "list", "--json").json()[0]
+    start = newest["physical"]["start_wal"]
+    folder = archive.backup_dir / "wal" / archive.system_id() / start[:8]
+    segments = sorted(p for p in folder.iterdir() if p.name[:24] > start and len(p.name.split(".")[0]) == 24
+                      and ".backup." not in p.name)
+    segments[0].unlink()
+    result = drill(archive, wal_tool)
+    assert result.code == 1 and "FAILED" in result.stdout and "has a gap" in result.stdout, result.output
+    assert segments[0].name[:24] in result.stdout
+    assert scratch_left() == []
+
+
+def test_a_corrupt_base_backup_fails_the_drill(backed_up: ArchivingCluster, wal_tool: WalTool) -> None:
+    archive = backed_up
+    root = cli(archive.values, "list", "--json").json()[-1]
+    artifact = archive.backup_dir / root["artifact"]
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 3] ^= 0x55
+    artifact.write_bytes(bytes(data))
+    result = drill(archive, wal_tool)
+    assert result.code == 1 and "FAILED" in result.stdout, result.output
+    assert f"chain member {root['id']}" in result.stdout
+    assert scratch_left() == []
+    assert cli(archive.values, "list", "--json").json()[0]["drill"]["passed"] is False
+
+
+def test_a_restore_point_never_reached_fails_the_drill(backed_up: ArchivingCluster, wal_tool: WalTool) -> None:
+    archive = backed_up
+    archive.psql("ALTER SYSTEM SET archive_command = '/bin/false'; SELECT pg_reload_conf()")
+    result = drill(archive, wal_tool)
+    assert result.code == 1 and "FAILED" in result.stdout, result.output
+    assert "was never reached" in result.stdout
+    assert scratch_left() == []
+    assert not [p for p in Path(tempfile.gettempdir()).glob("sentinel-combine-*") if p.stat().st_uid == os.getuid()]
+
+
+def test_sigterm_during_a_drill_removes_the_scratch_server_and_folder(backed_up: ArchivingCluster,
+                                                                      wal_tool: WalTool) -> None:
+    archive = backed_up
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "PG"))}
+    env.update(archive.values)
+    # no restore point: recovery waits on restore_command, a slow one that gives the signal its moment
+    slow = Path(tempfile.mkdtemp(prefix="sentinel-slow-"))
+    os.chmod(slow, 0o755)
+    script = slow / "slow-fetch"
+    script.write_text("#!/bin/sh\nsleep 2\nexec " + " ".join(wal_tool.argv) + ' "$@"\n')
+    os.chmod(script, 0o755)
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel_backup", "--env-file", str(archive.env_file), "verify",
+                             "latest", "--physical", "--restore", "--tool-command", str(script)],
+                            env={**env, "DRILL_PITR_MARKER": "false"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        pid_file = None
+        for _ in range(3000):  # a safety net, not a limit: until the scratch server runs
+            found = [p / "data" / "postmaster.pid" for p in scratch_left() if (p / "data" / "postmaster.pid").exists()]
+            if found:
+                pid_file = found[0]
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        assert pid_file is not None
+        postmaster = int(pid_file.read_text().split("\n", 1)[0])
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(slow, ignore_errors=True)
+    assert proc.returncode != 0 and "Traceback" not in err, out + err
+    assert scratch_left() == []
+    try:
+        os.kill(postmaster, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive
+
+
+def test_drill_job_of_drill_schedule_drills_the_newest_physical_backup(
+        backed_up: ArchivingCluster, wal_tool: WalTool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What DRILL_SCHEDULE runs (jobs.backup.drill_job), with the tool installed on PATH as the
+    restore_command's program (a wrapper the postgres OS user can run)."""
+    from sentinel_backup.config import load_settings
+    from sentinel_backup.jobs.backup import drill_job
+    archive = backed_up
+    bin_dir = Path(tempfile.mkdtemp(prefix="sentinel-bin-"))
+    os.chmod(bin_dir, 0o755)
+    wrapper = bin_dir / "sentinel-backup"
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(wal_tool.argv) + ' "$@"\n')
+    os.chmod(wrapper, 0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    for key in [k for k in os.environ if k.startswith(("POSTGRES_", "PG"))]:
+        monkeypatch.delenv(key)
+    try:
+        (report,) = drill_job(load_settings(archive.env_file), env_file=archive.env_file)
+    finally:
+        shutil.rmtree(bin_dir, ignore_errors=True)
+    assert report.passed, report
+    assert report.database == "(cluster)" and report.restore_seconds
+    assert cli(archive.values, "list", "--json").json()[0]["drill"]["passed"] is True
+    assert scratch_left() == []
+
+
+def test_a_role_that_may_not_write_the_marker_is_told_how_to_proceed(backed_up: ArchivingCluster,
+                                                                     wal_tool: WalTool) -> None:
+    archive = backed_up
+    archive.psql("CREATE ROLE reader LOGIN PASSWORD 'reader-pw'")
+    result = drill(archive, wal_tool, env={"POSTGRES_USER": "reader", "POSTGRES_PASSWORD": "reader-pw"})
+    assert result.code == 1 and "FAILED" in result.stdout, result.output
+    assert "marker could not be written" in result.stdout and "DRILL_PITR_MARKER=false" in result.stdout
+    assert archive.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'sentinel_drill'") == "0"
+    assert scratch_left() == []
