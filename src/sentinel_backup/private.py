@@ -63,3 +63,12 @@ def exposed(path: Path) -> str | None:
     except OSError:
         return None
     return f"mode {mode:o}" if mode & (stat.S_IRWXG | stat.S_IRWXO) else None
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a folder's entries durable (after a rename or a new file in it)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from sentinel_backup.errors import ConfigError, NotFound, StorageError
+from sentinel_backup.private import fsync_dir
 from sentinel_backup.storage.base import Capabilities, ObjectInfo, check_key, put_via_writer, split_prefix
 
 PARTIAL_SUFFIX = ".partial"
@@ -64,7 +65,7 @@ class LocalWriter:
             else:
                 os.link(self.temp, self.final)  # fails if the name exists: no-clobber, still atomic
                 self.temp.unlink()
-            _fsync_dir(self.final.parent)
+            fsync_dir(self.final.parent)
         except FileExistsError:
             self.abort()
             raise StorageError(f"local: {self.final} already exists; a backup is never overwritten",
@@ -112,15 +113,8 @@ def _make_folders(root: Path, folder: Path) -> None:
     for path in reversed(missing):
         with contextlib.suppress(FileExistsError):
             path.mkdir(mode=0o700)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStorage:

@@ -21,6 +21,7 @@ from pathlib import Path
 from sentinel_backup import log
 from sentinel_backup.config import Settings
 from sentinel_backup.errors import SentinelError
+from sentinel_backup.private import fsync_dir
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.wal.segment import LONG_HEADER_SIZE, is_segment, parse_header, segment_name, segment_number
 
@@ -47,7 +48,7 @@ def take(settings: Settings, system_id: str, name: str, dest: Path) -> bool:
     try:
         os.rename(source, dest)  # the same file system: atomic, already fsynced
         with contextlib.suppress(OSError):
-            _fsync(dest.parent)
+            fsync_dir(dest.parent)
     except OSError:
         write_atomically(dest, lambda tmp: _copy(source, tmp))
         source.unlink()
@@ -61,13 +62,6 @@ def _copy(source: Path, target: Path) -> None:
         out.flush()
         os.fsync(out.fileno())
 
-
-def _fsync(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def following(name: str, fetched: Path, count: int) -> list[str]:

@@ -15,7 +15,6 @@ again: if the file changed between the passes nothing is committed.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -232,13 +231,6 @@ def push_file(settings: Settings, path: Path, *, system_id: str | None = None,
               ", ".join([*(f"to {n}" for n in result.stored), *(f"already on {n}" for n in result.present)]))
     return result
 
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = ["PushFailed", "PushResult", "WalFile", "identify", "push", "push_file"]

@@ -90,8 +90,9 @@ class Receiver:
 
     def push_completed(self) -> int:
         """Push every completed file in staging (name order), removing each once durable everywhere."""
+        from sentinel_backup.private import fsync_dir
         from sentinel_backup.storage.registry import build_destinations
-        from sentinel_backup.wal.push import fsync_dir, push_file
+        from sentinel_backup.wal.push import push_file
 
         names = sorted(n for n in os.listdir(self.staging) if is_wal_name(n) and not n.endswith(".partial"))
         if not names:

@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING
 from sentinel_backup import log
 from sentinel_backup.errors import ConfigError, SentinelError
 from sentinel_backup.model.layout import is_wal_name
+from sentinel_backup.private import fsync_dir
 from sentinel_backup.streams.base import CHUNK
 from sentinel_backup.wal.archive import WalConflict
-from sentinel_backup.wal.push import fsync_dir, identify
+from sentinel_backup.wal.push import identify
 
 if TYPE_CHECKING:  # asynchronous wal-push spools without the settings schema (see wal.fastpath)
     from sentinel_backup.config import Settings
