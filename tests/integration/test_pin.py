@@ -9,10 +9,12 @@ from pathlib import Path
 
 from sentinel_backup.demo.cluster import TempCluster
 from tests.helpers import cli
+from tests.integration.test_physical_base import cluster, env_for
 from tests.integration.test_s3_e2e import json_doc, keys
 from tests.plugins.s3 import WeedServer
 
 PREFIX = "pins"
+__all__ = ["cluster"]  # the physical tests' module-scoped cluster (archive_mode, replication)
 
 
 def test_pin_survives_retention_on_every_destination_until_unpinned(
@@ -67,3 +69,23 @@ def test_pin_survives_retention_on_every_destination_until_unpinned(
     assert remaining == [newer["id"]]
     assert not any(k.startswith(f"{PREFIX}/{older['artifact']}") for k in keys(s3_server, s3_bucket, PREFIX + "/"))
     assert not any(p.name.startswith(older["artifact"]) for p in folder.iterdir())
+
+
+def test_pin_a_physical_base_backup(cluster: TempCluster, tmp_path: Path) -> None:
+    env = env_for(cluster, tmp_path, RETENTION_KEEP_LAST="1", RETENTION_AFTER_BACKUP="false")
+    for _ in range(2):
+        done = cli(env, "backup", "--physical")
+        assert done.code == 0, done.output
+    newer, older = json_doc(cli(env, "list", "--json"))
+    assert older["kind"] == "physical"
+    assert cli(env, "pin", older["id"], "--note", "audit").code == 0
+    sidecar = Path(env["BACKUP_DIR"]) / (older["artifact"] + ".pin.json")
+    assert sidecar.is_file() and sidecar.parent.name == older["physical"]["system_identifier"]
+    assert {b["id"]: b["pinned"] for b in json_doc(cli(env, "list", "--json"))}[older["id"]]["note"] == "audit"
+    (the_plan,) = json_doc(cli(env, "prune", "--json"))
+    decision = next(d for d in the_plan["decisions"] if d["id"] == older["id"])
+    assert (decision["action"], decision["reason"]) == ("keep", "pinned: audit")
+    assert (Path(env["BACKUP_DIR"]) / older["artifact"]).is_file()
+    assert cli(env, "unpin", older["id"]).code == 0 and not sidecar.exists()
+    assert cli(env, "prune").code == 0
+    assert [b["id"] for b in json_doc(cli(env, "list", "--json"))] == [newer["id"]]
