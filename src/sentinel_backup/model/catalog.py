@@ -31,6 +31,8 @@ from sentinel_backup.model.manifest import (
     is_legacy_name,
     parse_legacy_name,
 )
+from sentinel_backup.model.pin import PIN_SUFFIX, Pin
+from sentinel_backup.model.pin import read as read_pin
 from sentinel_backup.storage.base import ObjectInfo, Storage
 
 if TYPE_CHECKING:
@@ -53,6 +55,8 @@ class Entry:
     drills: dict[str, str] = field(default_factory=dict)
     legacy: bool = False  # a shell-version file without manifest: ``manifest`` is synthesized from its name
     where: dict[str, dict[str, str]] = field(default_factory=dict)  # destination -> its backend's ``locate``
+    pin: Pin | None = None  # pinned (``<artifact>.pin.json`` on any destination): retention never removes it
+    pins: set[str] = field(default_factory=set)  # destinations holding the pin sidecar
 
     def add_copy(self, storage: Storage, key: str) -> None:
         self.locations[storage.name] = key
@@ -84,8 +88,12 @@ class Entry:
             "drill": {k: drill.get(k) for k in DRILL_FIELDS} if drill is not None else None,
             "legacy": False,
             "physical": _physical_json(m),
+            "pinned": self.pin_json(),
         }
         return doc
+
+    def pin_json(self) -> dict[str, str] | None:
+        return {"note": self.pin.note, "pinned_at": self.pin.pinned_at} if self.pin is not None else None
 
     def _legacy_json(self) -> dict[str, Any]:
         """The same keys; what a shell-version file cannot tell is null."""
@@ -99,7 +107,7 @@ class Entry:
             "destinations": sorted(self.locations),
             "locations": self._locations_json(),
             "artifact": m.artifact, "duration_seconds": None, "tables": None, "drilled": False, "drill": None,
-            "legacy": True,
+            "legacy": True, "pinned": None,
         }
 
 
@@ -182,6 +190,10 @@ def scan(destinations: list[Storage], *, strict: bool = True, legacy: bool = Fal
             entry.add_copy(storage, manifest.artifact)
             if manifest.artifact + DRILL_SUFFIX in objects:
                 entry.drills[storage.name] = manifest.artifact + DRILL_SUFFIX
+            if manifest.artifact + PIN_SUFFIX in objects:
+                entry.pins.add(storage.name)
+                if entry.pin is None:
+                    entry.pin = read_pin(storage, manifest.artifact)
         if legacy:
             for key in sorted(k for k in objects if is_legacy_name(k) and k + MANIFEST_SUFFIX not in objects):
                 entry = merged.setdefault(key, Entry(legacy_manifest(objects[key], legacy_db), legacy=True))
@@ -195,7 +207,7 @@ def _stored(storage: Storage) -> Iterator[ObjectInfo]:
     in ``basebackups/<system id>/`` (the WAL archive is never listed here)."""
     yield from storage.list()
     for info in storage.list(BASE_ROOT + "/", deep=True):
-        handle = handle_for(info.key.removesuffix(MANIFEST_SUFFIX).removesuffix(DRILL_SUFFIX))
+        handle = handle_for(info.key.removesuffix(MANIFEST_SUFFIX).removesuffix(DRILL_SUFFIX).removesuffix(PIN_SUFFIX))
         if handle is not None and handle.kind == "physical":
             yield info
 

@@ -93,7 +93,8 @@ def chain_plan(backups: Sequence[BackupRef], parents: dict[str, str | None], pol
     stand_ins: dict[str, BackupRef] = {}
     for unit, members_of in units.items():
         newest = max(members_of, key=lambda r: (r.created_at, r.id))
-        stand_ins[unit] = replace(newest, id=unit, keys=(), size=sum(r.size for r in members_of))
+        pinned = next((r.pinned for r in members_of if r.pinned is not None), None)  # one pinned member pins all
+        stand_ins[unit] = replace(newest, id=unit, keys=(), size=sum(r.size for r in members_of), pinned=pinned)
     standing = {id(ref): unit for unit, ref in stand_ins.items()}
     the_plan = plan([*singles, *stand_ins.values()], policy, now)
     decisions: list[Decision] = []

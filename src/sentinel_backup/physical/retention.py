@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 
 from sentinel_backup.errors import SentinelError
 from sentinel_backup.model.layout import BASE_PREFIX, BASE_ROOT, WAL_ROOT, handle_for
-from sentinel_backup.model.manifest import MANIFEST_SUFFIX, SHA256_SUFFIX, Manifest
+from sentinel_backup.model.manifest import DRILL_SUFFIX, MANIFEST_SUFFIX, SHA256_SUFFIX, Manifest
+from sentinel_backup.model.pin import PIN_SUFFIX
+from sentinel_backup.model.pin import read as read_pin
+from sentinel_backup.model.pin import reason as pin_reason
 from sentinel_backup.retention.plan import BackupRef, RetentionPlan, Store
 from sentinel_backup.storage.base import ObjectInfo
 
@@ -124,6 +127,8 @@ def _order(key: str) -> int:
         return 0
     if key.endswith(SHA256_SUFFIX):
         return 1
+    if key.endswith((PIN_SUFFIX, DRILL_SUFFIX)):  # sidecars of a ``.tar`` artifact: before the data
+        return 2
     return 3 if ".tar" in key.rsplit("/", 1)[-1] else 2
 
 
@@ -153,8 +158,9 @@ def _base_ref(storage: Store, head: str, keys: list[str], objects: dict[str, Obj
                          kind="physical", size=size, note=problem), None
     group = f"{CLUSTER} {facts.system_identifier}" if facts is not None else CLUSTER
     created = manifest.created_at
+    pinned = pin_reason(read_pin(storage, manifest.artifact)) if manifest.artifact + PIN_SUFFIX in objects else None
     ref = BackupRef(id=manifest.id, database=group, created_at=created, keys=tuple(keys), good=not problem,
-                    kind="physical", size=size, note=problem)
+                    kind="physical", size=size, note=problem, pinned=pinned)
     info = BaseInfo(manifest.id, facts.system_identifier, facts.start_wal) if facts is not None and not problem \
         else None
     return ref, info

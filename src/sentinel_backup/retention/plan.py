@@ -27,6 +27,9 @@ Semantics (the contract the tests check):
   only wasted space. Their age counts from their last sign of life (newest mtime).
 * Damaged backups (an unreadable manifest, or an artifact whose size differs from its
   manifest) are never removed automatically and never count as good: kept for inspection.
+* A pinned backup (``<artifact>.pin.json`` beside it: ``pin ID``) is always kept, with the
+  reason ``pinned: <note>``; it still counts for every rule like any other backup. The pin
+  is one of the backup's keys, deleted with it after the manifest once unpinned.
 * Physical base backups form one group per cluster (system identifier), under the same
   rules. A backup others depend on (``BackupRef.depends_on``: an incremental's parent) is
   kept as long as any backup depending on it is kept, with the reason ``needed by <id>``;
@@ -119,10 +122,19 @@ def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime, *
     for members in groups.values():
         ordered = sorted(members, key=lambda i: (backups[i].created_at, backups[i].id), reverse=True)
         _plan_group([(i, backups[i]) for i in ordered], policy, now, reasons, removal)
+    _keep_pinned(backups, reasons, removal)
     _keep_dependencies(backups, reasons, removal)
     decisions = tuple(Decision(ref, i not in removal, tuple(reasons[i]) or (removal.get(i, ""),))
                       for i, ref in enumerate(backups))
     return RetentionPlan(policy, now, decisions)
+
+
+def _keep_pinned(backups: Sequence[BackupRef], reasons: dict[int, list[str]], removal: dict[int, str]) -> None:
+    """A pinned backup is kept whatever the rules say (a pinned leftover is still a leftover)."""
+    for i, ref in enumerate(backups):
+        if ref.pinned is not None and not ref.incomplete:
+            removal.pop(i, None)
+            reasons[i].insert(0, ref.pinned)
 
 
 def _keep_dependencies(backups: Sequence[BackupRef], reasons: dict[int, list[str]], removal: dict[int, str]) -> None:

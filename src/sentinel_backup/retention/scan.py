@@ -25,6 +25,9 @@ from sentinel_backup.model.manifest import (
     parse_legacy_name,
     parse_name,
 )
+from sentinel_backup.model.pin import PIN_SUFFIX
+from sentinel_backup.model.pin import read as read_pin
+from sentinel_backup.model.pin import reason as pin_reason
 from sentinel_backup.storage.base import ObjectInfo, Storage
 from sentinel_backup.storage.local import PARTIAL_SUFFIX
 
@@ -36,8 +39,9 @@ Kind = Literal["database", "globals", "physical"]
 class BackupRef:
     """One backup (or leftover) on one destination and every object that belongs to it.
 
-    ``keys`` is in deletion order: manifest, ``.sha256``, other sidecars, artifact (those that
-    exist). Exactly one of good / legacy / incomplete is true, or none for a damaged backup.
+    ``keys`` is in deletion order: manifest, ``.sha256``, other sidecars (drill record, pin),
+    artifact (those that exist). ``pinned``: the reason a pinned backup is kept (``pinned:
+    <note>``), None when not pinned. Exactly one of good / legacy / incomplete is true, or none for a damaged backup.
     ``depends_on``: ids of backups this one cannot be restored without (an incremental's
     parent); the plan keeps them while this one is kept.
     """
@@ -54,6 +58,7 @@ class BackupRef:
     note: str = ""
     system_id: str | None = None  # physical: the cluster the backup is of
     depends_on: tuple[str, ...] = ()
+    pinned: str | None = None
 
     @property
     def subject(self) -> str:
@@ -75,7 +80,7 @@ def scan(storage: Storage, *, legacy_database: str | None = None) -> list[Backup
     """
     objects = {info.key: info for info in storage.list() if info.key.startswith((PREFIX, GLOBALS_PREFIX))}
     bases = {key.removesuffix(MANIFEST_SUFFIX).removesuffix(SHA256_SUFFIX).removesuffix(DRILL_SUFFIX)
-             for key in objects}
+             .removesuffix(PIN_SUFFIX) for key in objects}
     ours = sorted(b for b in bases if parse_name(b) is not None or is_legacy_name(b))
     refs = [_ref(storage, base, objects, legacy_database) for base in ours]
     refs.extend(scan_physical(storage))
@@ -107,7 +112,8 @@ def _partial(info: ObjectInfo) -> BackupRef:
 
 
 def _ref(storage: Storage, base: str, objects: dict[str, ObjectInfo], legacy_db: str | None) -> BackupRef:
-    keys = tuple(k for k in (base + MANIFEST_SUFFIX, base + SHA256_SUFFIX, base + DRILL_SUFFIX, base)
+    keys = tuple(k for k in (base + MANIFEST_SUFFIX, base + SHA256_SUFFIX, base + DRILL_SUFFIX, base + PIN_SUFFIX,
+                                 base)
                  if k in objects)
     infos = [objects[k] for k in keys]
     size = sum(i.size for i in infos)
@@ -137,7 +143,9 @@ def _leftover_note(base: str, objects: dict[str, ObjectInfo]) -> str:
         return "artifact without manifest"
     if base + SHA256_SUFFIX in objects:
         return ".sha256 without artifact or manifest"
-    return "drill record without artifact or manifest"
+    if base + DRILL_SUFFIX in objects:
+        return "drill record without artifact or manifest"
+    return "pin without artifact or manifest"
 
 
 def _from_manifest(storage: Storage, base: str, keys: tuple[str, ...], objects: dict[str, ObjectInfo]) -> BackupRef:
@@ -157,8 +165,9 @@ def _from_manifest(storage: Storage, base: str, keys: tuple[str, ...], objects: 
         problem = f"damaged: manifest describes {manifest.artifact}"
     elif manifest.size_bytes != objects[base].size:
         problem = f"damaged: artifact is {objects[base].size} bytes, manifest says {manifest.size_bytes}"
+    pinned = pin_reason(read_pin(storage, base)) if base + PIN_SUFFIX in objects else None
     return BackupRef(id=manifest.id, database=manifest.database, created_at=created, keys=keys,
-                     good=not problem, kind=manifest.kind, size=size, note=problem)
+                     good=not problem, kind=manifest.kind, size=size, note=problem, pinned=pinned)
 
 
 # --- physical base backups ------------------------------------------------------------------
@@ -179,6 +188,8 @@ def _deletion_order(key: str) -> int:
         return 0
     if key.endswith(SHA256_SUFFIX):
         return 1
+    if key.endswith((PIN_SUFFIX, DRILL_SUFFIX)):  # sidecars of a ``.tar`` artifact: before the data
+        return 2
     return 3 if ".tar" in key.rsplit("/", 1)[-1] and ".backup_manifest" not in key else 2
 
 
@@ -210,5 +221,6 @@ def _physical_ref(storage: Storage, head: str, infos: list[ObjectInfo]) -> Backu
                if stored.size != manifest.size_bytes else "" if facts is not None else "damaged: no physical facts")
     parent = (facts.parent_id,) if facts is not None and facts.parent_id else ()
     common.update(database=manifest.database, system_id=facts.system_identifier if facts else system_id)
+    pinned = pin_reason(read_pin(storage, manifest.artifact)) if manifest.artifact + PIN_SUFFIX in objects else None
     return BackupRef(id=manifest.id, created_at=manifest.created_at, good=not problem, note=problem,
-                     depends_on=parent, **common)  # type: ignore[arg-type]
+                     depends_on=parent, pinned=pinned, **common)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from sentinel_backup.cli.commands import (
     demo,
     list_,
     notify_test,
+    pin,
     prune,
     restore,
     schedule,
@@ -14,4 +15,5 @@ from sentinel_backup.cli.commands import (
     wal,
 )
 
-__all__ = ["backup", "check", "demo", "list_", "notify_test", "prune", "restore", "schedule", "show", "verify", "wal"]
+__all__ = ["backup", "check", "demo", "list_", "notify_test", "pin", "prune", "restore", "schedule", "show", "verify",
+           "wal"]

@@ -40,6 +40,8 @@ def list_backups(
     if any(e.legacy for e in entries):
         emit("LEGACY: a file of the shell version, without manifest (time from its name). "
              "`verify NAME` checks it, `restore NAME` restores it; `latest` never picks one.")
+    if any(e.pin is not None for e in entries):
+        emit("PINNED: retention never removes it (`sentinel-backup unpin ID` to release it).")
     return 0
 
 
@@ -53,7 +55,12 @@ def _table(entries: list[Entry], drills: dict[str, dict[str, Any] | None]) -> No
                 "-" if drill is None else "passed" if drill.get("passed") else "FAILED",
                 ",".join(sorted(e.locations)), "LEGACY" if e.legacy else _kind(e)]
 
-    print_table(("ID", "CREATED (UTC)", "SIZE", "RAW", "ENC", "DRILL", "DESTINATIONS", ""), map(row, entries),
+    def marked(e: Entry) -> list[str]:
+        cells = row(e)
+        cells[-1] = " ".join(x for x in ("PINNED" if e.pin is not None else "", cells[-1]) if x)
+        return cells
+
+    print_table(("ID", "CREATED (UTC)", "SIZE", "RAW", "ENC", "DRILL", "DESTINATIONS", ""), map(marked, entries),
                 right=("SIZE", "RAW"))
 
 

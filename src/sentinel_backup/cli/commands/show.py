@@ -3,8 +3,9 @@
 Human form: what, when and from where; sizes and checksums; encryption; every copy and its
 location; drill results per destination; for a physical backup its WAL position (LSNs,
 timeline, WAL range) and the reachable time range; the tables with their row counts.
-``--json``: the manifest itself, with the copies, drill records and (physical) the reachable
-range beside it. The document is built by :func:`document`, the text by :func:`render`.
+``--json``: the manifest itself, with the copies, drill records, the pin (``pinned``: note and
+time, or null) and (physical) the reachable range beside it. The document is built by
+:func:`document`, the text by :func:`render`.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def document(entry: Entry, drills: dict[str, dict[str, Any]], where: dict[str, s
     doc["locations"] = {name: where.get(name, key) for name, key in sorted(entry.locations.items())}
     doc["drills"] = drills
     doc["legacy"] = entry.legacy
+    doc["pinned"] = entry.pin_json()
     if m.physical is not None:
         doc["reachable"] = reachable(m.physical, newest_wal)
     return doc
@@ -117,6 +119,14 @@ def _when(value: Any) -> str:
     return f"{moment:{TIME_FORMAT}} UTC"
 
 
+def _pinned(pin: dict[str, str] | None) -> str:
+    """``yes, since <time>: <note>`` (retention never removes it), or ``no``."""
+    if pin is None:
+        return "no"
+    since = f", since {_when(pin['pinned_at'])}" if pin.get("pinned_at") else ""
+    return f"yes{since}" + (f": {pin['note']}" if pin.get("note") else "") + " (retention keeps it)"
+
+
 def _size(n: int | None) -> str:
     from sentinel_backup.notify import human_size
     return "-" if n is None else f"{human_size(n)} ({n} bytes)"
@@ -133,7 +143,8 @@ def render(doc: dict[str, Any]) -> None:
                ("finished", _when(doc["finished_at"])), ("duration", f"{doc['duration_seconds']} s"),
                ("format", doc["format"]), ("server", doc.get("server_version") or "-"),
                ("dump tool", doc.get("pg_dump_version") or "-"), ("source", where_from),
-               ("host", doc.get("hostname") or "-"), ("written by", doc["tool_version"])]
+               ("host", doc.get("hostname") or "-"), ("written by", doc["tool_version"]),
+               ("pinned", _pinned(doc.get("pinned")))]
     _section("Backup", general)
     compression = doc["compression"]
     encryption = doc.get("encryption")
