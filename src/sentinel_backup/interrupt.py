@@ -35,6 +35,7 @@ Two ways of stopping live here, each where it fits:
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import threading
@@ -263,3 +264,14 @@ class StopSignals:
             self._depth -= 1
         if deliver and not self._depth:
             self.check()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one owned by another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -27,8 +27,9 @@ from typing import IO, cast
 from sentinel_backup import log
 from sentinel_backup.config import Settings
 from sentinel_backup.errors import ConfigError, SourceError, VerifyFailed
-from sentinel_backup.interrupt import stop_children
+from sentinel_backup.interrupt import process_alive, stop_children
 from sentinel_backup.model.manifest import Manifest
+from sentinel_backup.pg.child import finish_tool
 from sentinel_backup.pg.source import Source, StderrCollector, conninfo, source_error
 from sentinel_backup.pipeline.producer import RawObserver
 from sentinel_backup.pipeline.read import decode_chain, reading_cipher
@@ -63,7 +64,7 @@ def private_folder(root: Path, prefix: str) -> Path:
     for entry in os.scandir(root):
         if entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False):
             pid = entry.name[len(prefix):].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 logger.warning(f"Removing {entry.path}, left by process {pid} that no longer runs")
                 shutil.rmtree(entry.path, ignore_errors=True)
     try:
@@ -72,15 +73,6 @@ def private_folder(root: Path, prefix: str) -> Path:
         raise ConfigError(f"cannot create a temporary folder in {root}: {exc.strerror}",
                           "set TEMP_DIR to a writable folder with room for the compressed dump") from None
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class DirectoryDumpProducer:
@@ -171,16 +163,7 @@ def restore_directory(source: Source, settings: Settings, manifest: Manifest, st
     with extracted(manifest, storage, settings, progress) as folder:
         proc = source.popen("pg_restore", "--exit-on-error", "-F", "d", "-j", str(max(jobs, 1)), *selection,
                             "-d", conninfo(database), str(folder), stdout=subprocess.DEVNULL)
-        errors = StderrCollector(proc)
-        try:
-            code = proc.wait()
-        except BaseException:
-            stop_children([proc])  # its workers' sessions end with the scratch database (DROP ... FORCE)
-            raise
-        finally:
-            errors.join()
-        if code != 0:
-            raise source_error("pg_restore", errors.text(), code)
+        finish_tool(proc, "pg_restore")
 
 
 @contextlib.contextmanager

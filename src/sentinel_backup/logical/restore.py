@@ -46,11 +46,12 @@ from sentinel_backup.errors import (
     SentinelError,
     SourceError,
 )
-from sentinel_backup.interrupt import StopSignals, stop_children
+from sentinel_backup.interrupt import StopSignals
 from sentinel_backup.logical.directory import restore_directory
 from sentinel_backup.logical.selective import RestoreSelection, check_selection, require_archive
 from sentinel_backup.model.catalog import Entry
 from sentinel_backup.model.manifest import Manifest
+from sentinel_backup.pg.child import finish_tool
 from sentinel_backup.pg.source import PSQL_FLAGS, Source, StderrCollector, conninfo, source_error
 from sentinel_backup.pipeline.read import decode_into, reading_cipher, require_stored
 from sentinel_backup.pipeline.verify import prove_legacy
@@ -401,16 +402,7 @@ class Restorer:
         with self._archive_file(manifest, storage) as path:
             proc = self.source.popen("pg_restore", "--exit-on-error", "-j", str(jobs), *chosen, "-d",
                                      conninfo(database), str(path), stdout=subprocess.DEVNULL)
-            errors = StderrCollector(proc)
-            try:
-                code = proc.wait()
-            except BaseException:
-                stop_children([proc])  # its workers' sessions end with the scratch database (DROP ... FORCE)
-                raise
-            finally:
-                errors.join()
-            if code != 0:
-                raise source_error("pg_restore", errors.text(), code)
+            finish_tool(proc, "pg_restore")
 
     @contextlib.contextmanager
     def _archive_file(self, manifest: Manifest, storage: Storage) -> Iterator[Path]:

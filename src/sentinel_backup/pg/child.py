@@ -52,3 +52,20 @@ class StderrCollector:
 
     def text(self) -> str:
         return b"".join(self.chunks).decode(errors="replace")
+
+
+def finish_tool(proc: subprocess.Popen[bytes], tool: str) -> None:
+    """Wait for a client tool whose stdout needs nothing (pg_restore -j from a file or folder):
+    its stderr kept, the tool stopped if the wait is interrupted (its workers' sessions end with
+    the scratch database, DROP ... FORCE), SourceError with its own text when it failed."""
+    from sentinel_backup.interrupt import stop_children
+    errors = StderrCollector(proc)
+    try:
+        code = proc.wait()
+    except BaseException:
+        stop_children([proc])
+        raise
+    finally:
+        errors.join()
+    if code != 0:
+        raise source_error(tool, errors.text(), code)

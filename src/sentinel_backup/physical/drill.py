@@ -44,13 +44,14 @@ from sentinel_backup import log
 from sentinel_backup.config import Settings
 from sentinel_backup.demo.cluster import free_port
 from sentinel_backup.errors import ConfigError, RestoreFailed, SentinelError, SourceError
+from sentinel_backup.interrupt import process_alive
 from sentinel_backup.logical.drill import DrillReport, read_checks
 from sentinel_backup.model.catalog import Entry
 from sentinel_backup.model.check import Check
 from sentinel_backup.model.manifest import DRILL_SUFFIX
 from sentinel_backup.pg.source import PSQL_FLAGS, Source, conninfo
 from sentinel_backup.pg.tools import major_of
-from sentinel_backup.physical.incremental import chain_for, process_alive
+from sentinel_backup.physical.incremental import chain_for
 from sentinel_backup.physical.restore import PhysicalRestore, Target, server_bin
 from sentinel_backup.physical.server import TemporaryServer
 from sentinel_backup.storage.base import Storage

@@ -39,6 +39,7 @@ from sentinel_backup import log
 from sentinel_backup.choices import Compression
 from sentinel_backup.config import Settings, parse_duration
 from sentinel_backup.errors import ConfigError, Interrupted, RestoreFailed, SentinelError
+from sentinel_backup.interrupt import process_alive
 from sentinel_backup.model.catalog import Entry, scan
 from sentinel_backup.model.manifest import PhysicalFacts
 from sentinel_backup.pg.source import Source
@@ -209,15 +210,6 @@ def remove_stale(parent: Path, prefix: str) -> list[Path]:
         removed.append(folder)
     return removed
 
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def chain_for(entry: Entry, entries: list[Entry], destinations: list[Storage],

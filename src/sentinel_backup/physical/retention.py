@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 
 from sentinel_backup.errors import SentinelError
 from sentinel_backup.model.layout import BASE_PREFIX, BASE_ROOT, WAL_ROOT, handle_for
-from sentinel_backup.model.manifest import DRILL_SUFFIX, MANIFEST_SUFFIX, SHA256_SUFFIX, Manifest
+from sentinel_backup.model.manifest import MANIFEST_SUFFIX, Manifest
 from sentinel_backup.model.pin import PIN_SUFFIX
 from sentinel_backup.model.pin import read as read_pin
 from sentinel_backup.model.pin import reason as pin_reason
 from sentinel_backup.retention.plan import BackupRef, RetentionPlan, Store
+from sentinel_backup.retention.scan import deletion_order
 from sentinel_backup.storage.base import ObjectInfo
 
 CLUSTER = "(cluster)"
@@ -122,19 +123,10 @@ def scan_bases(storage: Store) -> tuple[list[BackupRef], dict[str, BaseInfo]]:
     return refs, infos
 
 
-def _order(key: str) -> int:
-    if key.endswith(MANIFEST_SUFFIX):
-        return 0
-    if key.endswith(SHA256_SUFFIX):
-        return 1
-    if key.endswith((PIN_SUFFIX, DRILL_SUFFIX)):  # sidecars of a ``.tar`` artifact: before the data
-        return 2
-    return 3 if ".tar" in key.rsplit("/", 1)[-1] else 2
-
 
 def _base_ref(storage: Store, head: str, keys: list[str], objects: dict[str, ObjectInfo]
               ) -> tuple[BackupRef, BaseInfo | None]:
-    keys = sorted(keys, key=_order)
+    keys = sorted(keys, key=deletion_order)
     size = sum(objects[k].size for k in keys)
     last_seen = max(objects[k].modified for k in keys)
     manifest_key = next((k for k in keys if k.endswith(MANIFEST_SUFFIX)), None)

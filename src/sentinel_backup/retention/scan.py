@@ -183,7 +183,8 @@ def scan_physical(storage: Storage) -> list[BackupRef]:
     return [_physical_ref(storage, head, infos) for head, infos in sorted(groups.items())]
 
 
-def _deletion_order(key: str) -> int:
+def deletion_order(key: str) -> int:
+    """Manifest, .sha256, sidecars, then the data itself (a physical backup's .tar last)."""
     if key.endswith(MANIFEST_SUFFIX):
         return 0
     if key.endswith(SHA256_SUFFIX):
@@ -194,7 +195,7 @@ def _deletion_order(key: str) -> int:
 
 
 def _physical_ref(storage: Storage, head: str, infos: list[ObjectInfo]) -> BackupRef:
-    infos = sorted(infos, key=lambda i: (_deletion_order(i.key), i.key))
+    infos = sorted(infos, key=lambda i: (deletion_order(i.key), i.key))
     keys = tuple(i.key for i in infos)
     objects = {i.key: i for i in infos}
     size = sum(i.size for i in infos)
