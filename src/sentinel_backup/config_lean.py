@@ -362,7 +362,7 @@ def table_source() -> str:
         extra = {"optional": optional, "required": required, "default": default, "ge": bounds.get("ge"),
                  "le": bounds.get("le"), "before": before, "after": after, "secret": not field.repr}
         given = "".join(f", {k}={v!r}" for k, v in extra.items()
-                        if v is not None and v is not False and v != () or (k == "default" and v is False))
+                        if (v is not None and v is not False and v != ()) or (k == "default" and v is False))
         rows.append(f"    FieldSpec({name!r}, {aliases!r}, {kind!r}{given}),")
     checks = tuple(d.cls_var_name for d in decorators.model_validators.values())
     return _TABLE_HEAD + "FIELDS: tuple[FieldSpec, ...] = (\n" + "\n".join(rows) + f"\n)\nMODEL_CHECKS = {checks!r}\n"

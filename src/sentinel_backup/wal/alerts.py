@@ -15,9 +15,12 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sentinel_backup import log
-from sentinel_backup.config import Settings
+
+if TYPE_CHECKING:  # the schema (pydantic) is not imported: the lean reader's settings serve too
+    from sentinel_backup.config import Settings
 
 _log = log.get("wal")
 STATE_NAME = ".sentinel-wal-alert.json"
