@@ -7,9 +7,19 @@ PostgreSQL's archive_command does; the rounds are interleaved and the median wal
 call is reported, with the ratio to pgbackrest's (when `pgbackrest` is installed). For the
 asynchronous modes the call time is what PostgreSQL waits for; the time until the spool is
 empty is reported too (per segment), since that is what decides whether archiving keeps up.
+Keep-up mode (``--keep-up``): does archiving keep pace with a server writing as fast as it
+can? A fresh PostgreSQL 15 cluster (16 MB segments) per mode, `pgbench -i -s 10` with
+archiving off, then archive_command set to the mode (the tool synchronous or asynchronous,
+run as the postgres OS user from a world-readable copy as tests/plugins/archive.py does, or
+`pgbackrest archive-push` sync/async) and `pgbench -c 2 -j 2 -T SECONDS`. Every second the
+.ready files in pg_wal/archive_status are counted (segments PostgreSQL still waits to hand
+over), and for the tool's asynchronous mode the files waiting in its spool. Reported: the
+maximum and final backlog, the time to drain after pgbench, tps, segments archived, failures.
+
 Not a test: nothing here asserts a timing.
 
     .venv/bin/python bench/wal_push.py [--segments 12] [--repeat 3] [--json FILE]
+    .venv/bin/python bench/wal_push.py --keep-up [--seconds 60] [--writer tpcb|bulk] [--json FILE]
 """
 
 from __future__ import annotations
@@ -111,8 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--segments", type=int, default=12)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep-up", action="store_true", help="pgbench against archive_command (see above)")
+    parser.add_argument("--seconds", type=int, default=60, help="pgbench duration in keep-up mode")
+    parser.add_argument("--modes", default="tool_sync,tool_async,pgbackrest_sync,pgbackrest_async")
+    parser.add_argument("--writer", choices=["tpcb", "bulk"], default="tpcb", help="keep-up mode: pgbench's load")
     parser.add_argument("--json", help="write the samples here")
     args = parser.parse_args(argv)
+    if args.keep_up:
+        from wal_keepup import keep_up  # beside this script (bench/ is on sys.path when it runs)
+
+        return keep_up(args.seconds, args.modes.split(","), args.json, args.writer)
     work = Path(tempfile.mkdtemp(prefix="sentinel-walbench-"))
     cluster = TempCluster(settings={"wal_level": "replica", "max_wal_size": "4GB"})
     cluster.start()
