@@ -50,10 +50,9 @@ def test_check_of_a_local_only_configuration_loads_only_what_it_uses(tmp_path: P
            "POSTGRES_DB": "app", "BACKUP_DIR": str(backups), "LOG_LEVEL": "ERROR"}
     code, loaded = loaded_by(["check", "--no-progress"], env, tmp_path)
     assert code == 1  # no server on port 1: the source check is critical, the command still ran every check
-    # the settings through the lean reader (no pydantic-settings, no settings model); pydantic itself only for
-    # the manifest model the catalog imports; no encryption, webhook, drill, restore or S3 machinery, no Typer
-    # adapters
-    assert loaded == ["pydantic", "typer"], loaded
+    # the settings through the lean reader (no pydantic-settings, no settings model), no manifest model while
+    # there is no manifest to read; no encryption, webhook, drill, restore or S3 machinery, no Typer adapters
+    assert loaded == ["typer"], loaded
 
 
 def test_wal_push_and_wal_fetch_load_neither_pydantic_nor_typer(tmp_path: Path) -> None:
