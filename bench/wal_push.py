@@ -18,7 +18,7 @@ maximum and final backlog, the time to drain after pgbench, tps, segments archiv
 
 Not a test: nothing here asserts a timing.
 
-    .venv/bin/python bench/wal_push.py [--segments 12] [--repeat 3] [--json FILE]
+    .venv/bin/python bench/wal_push.py [--segments 12] [--repeat 3] [--before /tmp/before/src] [--json FILE]
     .venv/bin/python bench/wal_push.py --keep-up [--seconds 60] [--writer tpcb|bulk] [--json FILE]
 """
 
@@ -75,7 +75,8 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     return elapsed
 
 
-def tool_round(segments: list[Path], work: Path, *, asynchronous: bool) -> tuple[list[float], float]:
+def tool_round(segments: list[Path], work: Path, *, asynchronous: bool,
+               src: str | None = None) -> tuple[list[float], float]:
     repo = Path(tempfile.mkdtemp(dir=work))
     values = {"POSTGRES_USER": "postgres", "POSTGRES_DB": "postgres", "BACKUP_DIR": str(repo / "backups"),
               "COMPRESSION": "zstd", "LOG_LEVEL": "WARN"}
@@ -84,6 +85,8 @@ def tool_round(segments: list[Path], work: Path, *, asynchronous: bool) -> tuple
     env_file = repo / "bench.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "S3_", "MINIO_", "WAL_"))}
+    if src is not None:  # another tree of the tool (--before)
+        env["PYTHONPATH"] = src
     argv = [PYTHON, "-m", "sentinel_backup", "--env-file", str(env_file), "wal-push"]
     start = time.perf_counter()
     calls = [timed([*argv, str(segment)], env, segments[0].parent.parent) for segment in segments]
@@ -125,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=60, help="pgbench duration in keep-up mode")
     parser.add_argument("--modes", default="tool_sync,tool_async,pgbackrest_sync,pgbackrest_async")
     parser.add_argument("--writer", choices=["tpcb", "bulk"], default="tpcb", help="keep-up mode: pgbench's load")
+    parser.add_argument("--before", help="also run the tool from this src folder (interleaved, modes *_before)")
     parser.add_argument("--json", help="write the samples here")
     args = parser.parse_args(argv)
     if args.keep_up:
@@ -139,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop()  # the copies are all that is needed now; the CPU is for the runs
         modes = {"tool_sync": lambda: tool_round(segments, work, asynchronous=False),
                  "tool_async": lambda: tool_round(segments, work, asynchronous=True)}
+        if args.before:
+            before = str(Path(args.before).resolve())
+            modes["tool_sync_before"] = lambda: tool_round(segments, work, asynchronous=False, src=before)
+            modes["tool_async_before"] = lambda: tool_round(segments, work, asynchronous=True, src=before)
         if shutil.which("pgbackrest"):
             modes["pgbackrest_sync"] = lambda: pgbackrest_round(segments, work, asynchronous=False)
             modes["pgbackrest_async"] = lambda: pgbackrest_round(segments, work, asynchronous=True)
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---:|---:|---:|")
         for mode, got in samples.items():
             call, drained = statistics.median(got["call"]), statistics.median(got["drained"])
-            anchor = samples.get("pgbackrest_" + mode.split("_")[1])
+            anchor = samples.get("pgbackrest_" + mode.split("_")[1])  # tool_sync[_before] -> pgbackrest_sync
             ratio = f"{call / statistics.median(anchor['call']):.2f}" if anchor and mode.startswith("tool") else ""
             print(f"| {mode} | {call * 1000:.0f} ms | {drained * 1000:.0f} ms | {ratio} |")
         if args.json:
