@@ -28,6 +28,8 @@ def test_spool_then_ship_in_order(tmp_path: Path) -> None:
     assert [item.name for item in spool.pending(root)] == [NAME, later]
     assert all(item.system_id == str(SYSID) for item in spool.pending(root))
     assert not [p for p in (root / "push").rglob(".*")]  # no temporary file left
+    for name in (NAME, later):  # the kernel's copy is the file, byte for byte
+        assert (root / "push" / str(SYSID) / name).read_bytes() == (sources / name).read_bytes()
 
     settings = settings_from({"POSTGRES_USER": "u", "POSTGRES_DB": "d", "BACKUP_DIR": str(tmp_path / "archive"),
                               "WAL_PUSH_ASYNC": "true", "WAL_SPOOL_DIR": str(root)})

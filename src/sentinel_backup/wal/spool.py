@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from sentinel_backup import log
 from sentinel_backup.errors import ConfigError, SentinelError
@@ -71,23 +71,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class _DurableFile:
-    """The end of the spooling chain: a file that close() flushes and fsyncs (it stays open)."""
-
-    def __init__(self, file: BinaryIO) -> None:
-        self.file = file
-
-    def write(self, data: bytes) -> None:
-        self.file.write(data)
-
-    def close(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-
 def spool_push(root: Path, path: Path, *, system_id: str | None = None, env_file: str | None = None) -> Path:
-    """Copy ``path`` durably into the spool ``root`` (WAL_SPOOL_DIR) in one pass, then make sure
-    a shipper runs. The spooled path."""
+    """Copy ``path`` durably into the spool ``root`` (WAL_SPOOL_DIR) in one pass (by the kernel
+    where it can), then make sure a shipper runs. The spooled path."""
     with opened(path, system_id=system_id) as source:
         folder = root / PUSH_FOLDER / source.system_id
         _make_dir(folder)
@@ -101,7 +87,9 @@ def spool_push(root: Path, path: Path, *, system_id: str | None = None, env_file
             temp = folder / f".{source.name}.spooling"
             try:
                 with open(temp, "wb") as out:
-                    source.hashed_into(_DurableFile(out))
+                    source.copy_to(out)  # no hash: the spool's name is the WAL name; the shipper hashes
+                    out.flush()
+                    os.fsync(out.fileno())
                 os.replace(temp, target)
                 fsync_dir(folder)
             except BaseException as exc:
