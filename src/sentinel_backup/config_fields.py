@@ -1,5 +1,5 @@
 # ruff: noqa: E501
-"""GENERATED from config.Settings by ``python -m sentinel_backup.config_lean``: do not edit.
+"""GENERATED from config.Settings by ``python -m sentinel_backup.config_table``: do not edit.
 
 The settings as data, for readers that must not import pydantic (config_lean, config_env).
 tests/unit/test_config_lean.py fails when this drifts from the schema.

@@ -3,7 +3,7 @@ messages, for the commands whose start-up is their cost (``wal-push``, ``wal-fet
 
 One source of truth: the fields (variables, types, defaults, bounds, which validators apply)
 come from ``config_fields``, a table generated from the ``Settings`` schema
-(``python -m sentinel_backup.config_lean`` rewrites it; ``tests/unit/test_config_lean.py``
+(``python -m sentinel_backup.config_table`` rewrites it; ``tests/unit/test_config_lean.py``
 fails when it drifts and proves both readers agree field by field). The validators
 themselves are the schema's, by name: a validator the schema gains that is not implemented
 here stops the lean reader (a KeyError in the test), it never passes unchecked.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
@@ -317,87 +316,3 @@ def load_lean(env_file: Path | None = None) -> LeanSettings:
 
         settings._aws_env = from_env_file(file_values, os.environ)
     return settings
-
-
-# --- the table, generated from the schema ------------------------------------------------
-
-def _kind(annotation: Any) -> tuple[str, bool]:
-    import types
-    import typing
-
-    args = typing.get_args(annotation)
-    optional = isinstance(annotation, types.UnionType) and type(None) in args
-    if optional:
-        [annotation] = [a for a in args if a is not type(None)]
-    kinds = {str: "str", int: "int", bool: "bool", Path: "path"}
-    if annotation in kinds:
-        return kinds[annotation], optional
-    if isinstance(annotation, type) and issubclass(annotation, Enum) and getattr(choices, annotation.__name__, None):
-        return f"enum:{annotation.__name__}", optional
-    raise TypeError(f"a setting of type {annotation!r}: teach config_lean._coerce this type")
-
-
-def table_source() -> str:
-    """config_fields.py as it must read for the current schema."""
-    from pydantic import AliasChoices
-    from pydantic_core import PydanticUndefined
-
-    from sentinel_backup.config import Settings
-
-    decorators = Settings.__pydantic_decorators__
-    rows = []
-    for name, field in Settings.model_fields.items():
-        kind, optional = _kind(field.annotation)
-        alias = field.validation_alias
-        aliases = tuple(str(c) for c in alias.choices) if isinstance(alias, AliasChoices) else (str(alias),)
-        before = tuple(d.cls_var_name for d in decorators.field_validators.values()
-                       if name in d.info.fields and d.info.mode == "before")
-        after = tuple(d.cls_var_name for d in decorators.field_validators.values()
-                      if name in d.info.fields and d.info.mode == "after")
-        bounds = {type(m).__name__.lower(): getattr(m, type(m).__name__.lower()) for m in field.metadata
-                  if type(m).__name__ in ("Ge", "Le")}
-        required = field.default is PydanticUndefined
-        default = None if required else field.default
-        default = default.value if isinstance(default, Enum) else default
-        extra = {"optional": optional, "required": required, "default": default, "ge": bounds.get("ge"),
-                 "le": bounds.get("le"), "before": before, "after": after, "secret": not field.repr}
-        given = "".join(f", {k}={v!r}" for k, v in extra.items()
-                        if (v is not None and v is not False and v != ()) or (k == "default" and v is False))
-        rows.append(f"    FieldSpec({name!r}, {aliases!r}, {kind!r}{given}),")
-    checks = tuple(d.cls_var_name for d in decorators.model_validators.values())
-    return _TABLE_HEAD + "FIELDS: tuple[FieldSpec, ...] = (\n" + "\n".join(rows) + f"\n)\nMODEL_CHECKS = {checks!r}\n"
-
-
-_TABLE_HEAD = '''# ruff: noqa: E501
-"""GENERATED from config.Settings by ``python -m sentinel_backup.config_lean``: do not edit.
-
-The settings as data, for readers that must not import pydantic (config_lean, config_env).
-tests/unit/test_config_lean.py fails when this drifts from the schema.
-"""
-
-from __future__ import annotations
-
-from typing import Any, NamedTuple
-
-
-class FieldSpec(NamedTuple):
-    name: str
-    aliases: tuple[str, ...]
-    kind: str  # str, int, bool, path, enum:<choices class>
-    optional: bool = False
-    required: bool = False
-    default: Any = None
-    ge: int | None = None
-    le: int | None = None
-    before: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    secret: bool = False
-
-
-'''
-
-
-if __name__ == "__main__":
-    target = Path(__file__).with_name("config_fields.py")
-    target.write_text(table_source())
-    print(f"wrote {target}", file=sys.stderr)

@@ -12,7 +12,8 @@ import pytest
 from sentinel_backup import config_fields
 from sentinel_backup.config import Settings, load_settings
 from sentinel_backup.config_fields import FIELDS, FieldSpec
-from sentinel_backup.config_lean import LeanSettings, load_lean, table_source
+from sentinel_backup.config_lean import LeanSettings, load_lean
+from sentinel_backup.config_table import table_source
 from sentinel_backup.errors import ConfigError
 
 BASE = {"POSTGRES_USER": "u", "POSTGRES_DB": "app", "BACKUP_DIR": "/var/backups/x"}
@@ -77,7 +78,7 @@ def assert_agree(env_file: Path | None = None) -> Any:
 
 def test_the_generated_table_is_the_schemas() -> None:
     assert Path(config_fields.__file__).read_text() == table_source(), \
-        "run: python -m sentinel_backup.config_lean (config_fields.py is generated from config.Settings)"
+        "run: python -m sentinel_backup.config_table (config_fields.py is generated from config.Settings)"
     assert [s.name for s in FIELDS] == list(Settings.model_fields)
 
 
