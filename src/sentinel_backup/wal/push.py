@@ -244,24 +244,40 @@ def _open(storage: Storage, key: str) -> ObjectWriter:
 
 
 class _Buffer:
-    """The encoded object until its key is known: in memory up to SPILL bytes, then a temporary file."""
+    """The encoded object until its key is known: the chunks themselves in memory (no copy) up to
+    SPILL bytes, then a temporary file."""
 
     def __init__(self) -> None:
-        self.file = tempfile.SpooledTemporaryFile(max_size=SPILL)  # noqa: SIM115 - closed by __exit__
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.file: BinaryIO | None = None
 
     def __enter__(self) -> _Buffer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
     def write(self, data: bytes) -> None:
-        self.file.write(data)
+        if self.file is not None:
+            self.file.write(data)
+            return
+        self.parts.append(bytes(data))  # a stage may hand out a buffer it reuses: keep a copy of those only
+        self.size += len(data)
+        if self.size > SPILL:
+            self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by __exit__
+            for part in self.parts:
+                self.file.write(part)
+            self.parts = []
 
     def close(self) -> None:
         pass  # the end of the encoding chain: kept for reading
 
     def chunks(self) -> Iterator[bytes]:
+        if self.file is None:
+            yield from self.parts
+            return
         self.file.seek(0)
         while chunk := self.file.read(CHUNK):
             yield chunk
