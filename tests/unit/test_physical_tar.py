@@ -12,7 +12,7 @@ import pytest
 from sentinel_backup.errors import RestoreFailed
 from sentinel_backup.physical.extract import TarExtractor
 from sentinel_backup.physical.facts import format_lsn, parse_label, parse_lsn, wal_file, wal_ranges
-from sentinel_backup.physical.tarstream import TarObserver, TarWalker
+from sentinel_backup.streams.tar import TarObserver, TarWalker
 
 LABEL = (b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\n"
          b"BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-12-03 08:01:47 UTC\nLABEL: x\n"
