@@ -148,7 +148,8 @@ class TarWalker:
                 pos += take
                 self._pad -= take
             elif self.ended:
-                if any(view[pos:]):
+                rest = view[pos:]
+                if rest.tobytes().count(0) != len(rest):
                     raise TarError("data after the end-of-archive")
                 return
             else:
@@ -161,7 +162,7 @@ class TarWalker:
                     self._block(block)
 
     def _block(self, block: bytes) -> None:
-        if not any(block):
+        if block.count(0) == BLOCK:
             self._zeros += 1
             self.ended = self._zeros == 2
             return
