@@ -118,18 +118,20 @@ def decode_to_child(proc: subprocess.Popen[bytes], tool: str, storage: Storage, 
     killed (the server rolls its transaction back). ``reads_all=False``: a tool that stops
     reading once it has what it needs (``pg_restore -l`` reads only the table of contents)."""
     from sentinel_backup.pg.child import StderrCollector, source_error
-    errors = StderrCollector(proc)
     assert proc.stdin is not None
+    errors: StderrCollector | None = None
     try:
+        errors = StderrCollector(proc)
         decode_into(storage, manifest, settings, ChildInput(proc.stdin, reads_all), progress=progress, cipher=cipher)
         proc.stdin.close()
         code = proc.wait()
-    except BaseException:
+    except BaseException:  # a stop signal included: the tool never sees the end of its input
         proc.kill()
         proc.wait()
         raise
     finally:
-        errors.join()
+        if errors is not None:
+            errors.join()
     if code != 0:
         raise source_error(tool, errors.text(), code)
 
