@@ -102,8 +102,7 @@ class Settings(BaseSettings):
     compression_level: int | None = Field(None, ge=0, le=22, validation_alias=_env("COMPRESSION_LEVEL"))
     """gzip: 1-9 (mapped onto ISA-L's 0-3; default 6); zstd: 1-22 (default 3)."""
     compression_threads: int = Field(1, ge=0, le=256, validation_alias=_env("COMPRESSION_THREADS"))
-    """zstd worker threads (0: compress in the streaming thread). 1 is fastest on 2 cores; raise it on bigger hosts.
-    Physical base backups use 2 unless this is set (compression is what limits them)."""
+    """zstd worker threads (0: compress in the streaming thread). 1 is fastest on 2 cores; raise it on bigger hosts."""
     min_backup_size: int = Field(1024, ge=0, validation_alias=_env("MIN_BACKUP_SIZE"))
     """Smallest acceptable stored artifact in bytes for a database that has rows; 0 disables the check."""
     verify_after_backup: VerifyMode = Field(VerifyMode.INTEGRITY, validation_alias=_env("VERIFY_AFTER_BACKUP"))

@@ -134,27 +134,3 @@ def test_handoff_abort_stops_the_thread() -> None:
     h.write(b"partial")
     h.abort()
     assert not h.thread.is_alive() and threading.active_count() == before
-
-
-def test_small_zstd_jobs_see_the_window_before_them() -> None:
-    """Physical backups compress on 1 MiB jobs (less raw data held): each job must still find the
-    repeats in the 2 MiB before it, or two workers would store more than one."""
-    block = os.urandom(512 * 1024)
-    data = block * 8  # 4 MiB whose only redundancy is 512 KiB back: across every job boundary
-
-    def packed(**kwargs: int) -> bytes:
-        out = Collect()
-        head = compressor(Compression.ZSTD, 3, out, **kwargs)
-        for i in range(0, len(data), 1 << 20):
-            head.write(data[i:i + (1 << 20)])
-        head.close()
-        return out.data
-
-    single = packed(threads=0)
-    small_jobs = packed(threads=2, job_size=1 << 20)
-    assert len(single) < 600 * 1024 and len(small_jobs) <= len(single) * 1.05
-    out = Collect()
-    head = decompressor(Compression.ZSTD, out)
-    head.write(small_jobs)
-    head.close()
-    assert out.data == data

@@ -16,7 +16,6 @@ Keys (see ``model.layout``)::
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import threading
 import time
@@ -43,12 +42,6 @@ from sentinel_backup.streams.crypto import Cipher
 
 logger = log.get("physical")
 CLUSTER = "(cluster)"  # the ``database`` of a physical backup: all of them
-# zstd for base backups: compression is what limits them (the server only reads files), so two
-# workers unless COMPRESSION_THREADS is set, on jobs of 1 MiB (each seeing the window before it):
-# the raw bytes zstd holds and the in-stream check keeps until decoded stay small (bench/physical.py:
-# 2 workers with 4 MiB jobs peaked at 156 MB, 1 MiB jobs at ~95 MB; docs/performance.md).
-PHYSICAL_ZSTD_WORKERS = 2
-PHYSICAL_ZSTD_JOB = 1 << 20
 MANIFEST_INFIX = ".backup_manifest"
 
 
@@ -134,10 +127,7 @@ class PhysicalRun:
             return RunResult([outcome], started, time.monotonic() - t0, interrupted)
 
     def encoding(self) -> Encoding:
-        encoding = Encoding.from_settings(self.settings, self.cipher)
-        explicit = "compression_threads" in self.settings.model_fields_set
-        return dataclasses.replace(encoding, threads=encoding.threads if explicit else PHYSICAL_ZSTD_WORKERS,
-                                   job_size=PHYSICAL_ZSTD_JOB)
+        return Encoding.from_settings(self.settings, self.cipher)
 
     def _one(self, outcome: Outcome, moment: datetime) -> None:
         tools = self.source.matched_tools()

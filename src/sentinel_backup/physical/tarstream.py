@@ -162,13 +162,7 @@ class TarObserver:
 
 
 class CapturingReader:
-    """A reader over a child's stdout that walks the tar as it is read (see the module doc).
-
-    ``read1(n)`` fills up to ``n`` bytes (up to the end of the stream) before it returns:
-    ``pg_basebackup`` writes its stdout in 4 KiB pieces, so a pipe read returns tens of KiB,
-    and every chunk costs one pass through each Python stage of the pipeline (hash, keep,
-    compress, tee, queues). Whole 1 MiB chunks cost one copy and measured about a tenth less
-    CPU per base backup (bench/physical.py, docs/performance.md)."""
+    """A reader over a child's stdout that walks the tar as it is read (see the module doc)."""
 
     def __init__(self, raw: IO[bytes], walker: TarWalker) -> None:
         self.raw = raw
@@ -181,19 +175,8 @@ class CapturingReader:
         return data
 
     def read1(self, n: int = -1) -> bytes:
-        if n < 0:
-            return self.read(n)
         read1 = getattr(self.raw, "read1", self.raw.read)
         data: bytes = read1(n)
-        if data and len(data) < n:
-            parts, got = [data], len(data)
-            while got < n:
-                more: bytes = read1(n - got)
-                if not more:
-                    break
-                parts.append(more)
-                got += len(more)
-            data = b"".join(parts)
         if data:
             self.walker.feed(data)
         return data

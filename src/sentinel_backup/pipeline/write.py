@@ -33,7 +33,7 @@ from sentinel_backup.pipeline.producer import Producer
 from sentinel_backup.storage.base import ObjectWriter, Storage
 from sentinel_backup.storage.fanout import FanOut
 from sentinel_backup.streams.base import Sink, Tee, pump
-from sentinel_backup.streams.compress import EXTENSIONS, ZSTD_JOB_SIZE, compressor
+from sentinel_backup.streams.compress import EXTENSIONS, compressor
 from sentinel_backup.streams.crypto import Cipher
 from sentinel_backup.streams.digest import Digest
 
@@ -50,7 +50,6 @@ class Encoding:
     level: int = 0
     threads: int = 1
     cipher: Cipher | None = None
-    job_size: int = ZSTD_JOB_SIZE  # zstd's input per worker job (physical backups use smaller ones)
 
     @classmethod
     def from_settings(cls, settings: Settings, cipher: Cipher | None, *,
@@ -127,8 +126,7 @@ def write_stream(producer: Producer, key: str, destinations: list[Storage], enco
     inner: Sink = encoding.cipher.encryptor(stored) if encoding.cipher else stored
     if check is not None and not taps_stored:
         inner = Tee(inner, check.sink)  # age without an identity here: decode the compressed bytes
-    encode = compressor(encoding.compression, encoding.level, inner, threads=encoding.threads,
-                        job_size=encoding.job_size)
+    encode = compressor(encoding.compression, encoding.level, inner, threads=encoding.threads)
     # Compression stays in this thread, on the chunk just hashed (a thread of its own for it
     # measured slower: 2026-12-03, docs/performance.md); zstd's workers run beside it.
     raw = Digest(check.raw_tap(encode) if check is not None else encode)

@@ -118,23 +118,17 @@ class _ZstdDecompressor:
         self.downstream.close()
 
 
-def compressor(algorithm: Compression, level: int, downstream: Sink, *, threads: int = 1,
-               job_size: int = ZSTD_JOB_SIZE) -> Sink:
-    """A stage that compresses into downstream (``job_size``: zstd's input per worker job; jobs smaller than
-    ZSTD_JOB_SIZE each see the whole window of the data before them, ``overlap_log=9``, so the ratio stays)."""
+def compressor(algorithm: Compression, level: int, downstream: Sink, *, threads: int = 1) -> Sink:
+    """A stage that compresses into downstream."""
     if algorithm is Compression.GZIP:
         return _ZlibLike(isal_zlib.compressobj(isal_level(level), isal_zlib.DEFLATED, _GZIP_WBITS),
                          downstream, decompress=False)
     if algorithm is Compression.ZSTD:
         params = zstandard.ZstdCompressionParameters.from_level(
-            level, threads=threads, write_checksum=True, **(_jobs(job_size) if threads else {}))
+            level, threads=threads, write_checksum=True, **({"job_size": ZSTD_JOB_SIZE} if threads else {}))
         return _ZlibLike(zstandard.ZstdCompressor(compression_params=params).compressobj(), downstream,
                          decompress=False)
     return downstream
-
-
-def _jobs(job_size: int) -> dict[str, int]:
-    return {"job_size": job_size, **({"overlap_log": 9} if job_size < ZSTD_JOB_SIZE else {})}
 
 
 def decompressor(algorithm: Compression, downstream: Sink) -> Sink:
