@@ -63,7 +63,8 @@ class PgBasebackupProducer:
         self.checkpoint = checkpoint
         self.backup_label = label
         self.spool_parent = spool_dir
-        self.walker = TarWalker(capture=(LABEL, MANIFEST))
+        self.walker: TarWalker = TarWalker(capture=(LABEL, MANIFEST))
+        self.compress: str | None = None  # pg_basebackup's --compress (see compress_itself), or None: raw tar
         where = source.settings.postgres_container or source.settings.postgres_host or "local socket"
         self.label = f"pg_basebackup of {where}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -91,11 +92,35 @@ class PgBasebackupProducer:
         assert isinstance(listed, list)
         self.tablespaces = [dict(t) for t in listed]
 
+    def compress_itself(self, level: int, workers: int) -> bool:
+        """Let ``pg_basebackup`` compress its tar with zstd (``--compress=client-zstd:level=L,workers=N``,
+        PostgreSQL 15 and newer) when its build can: the stream is then stored as it comes and the
+        in-stream check decodes it for the raw SHA-256 and the facts (see ``observer``). False (the
+        raw tar, compressed by the tool) with several tablespaces (spooled) or a pg_basebackup that
+        refuses the option: one without zstd, or older than 15. Call after :meth:`inspect`."""
+        if self.tablespaces:
+            return False
+        spec = f"client-zstd:level={level}" + (f",workers={workers}" if workers else "")
+        # No connection is made: a build that takes the option fails on the impossible socket
+        # instead, after checking the compression (16+: "this build does not support ...").
+        probe = self.source.command("pg_basebackup", "-D", "-", "-Ft", "-X", "fetch", f"--compress={spec}",
+                                    "--no-password", "-d", "host=/nonexistent/sentinel-probe port=1", connect=False)
+        proc = self.source.spawn(probe)
+        _out, err = proc.communicate()
+        said = err.decode(errors="replace").lower()
+        if proc.returncode == 0 or "compress" in said or "connect" not in said:
+            logger.debug(f"pg_basebackup does not compress with zstd itself: {said.strip()[:200]}")
+            return False
+        self.compress = spec
+        self.walker = TarObserver(capture=(LABEL, MANIFEST))
+        return True
+
     def argv(self, target: str) -> list[str]:
         incremental = [f"--incremental={self.incremental}"] if self.incremental is not None else []
+        compress = [f"--compress={self.compress}"] if self.compress is not None and target == "-" else []
         return self.source.command("pg_basebackup", "-D", target, "-Ft", "-X", "fetch",
                                    f"--checkpoint={self.checkpoint}", "-l", self.backup_label, "--no-password",
-                                   *incremental)
+                                   *compress, *incremental)
 
     # --- the Producer protocol ------------------------------------------------------------
     def start(self) -> IO[bytes]:
@@ -105,6 +130,8 @@ class PgBasebackupProducer:
             self.proc = self.source.spawn(self.argv("-"))
             self.errors = StderrCollector(self.proc)
             assert self.proc.stdout is not None
+            if self.compress is not None:  # the walker sees the decoded stream (observer)
+                return _ExitChecked(self.proc, self.errors)  # type: ignore[return-value]
             return CapturingReader(self.proc.stdout, self.walker)  # type: ignore[return-value]
         return self._spooled()
 
@@ -139,6 +166,8 @@ class PgBasebackupProducer:
         self._cleanup()
 
     def observer(self) -> TarObserver:
+        if isinstance(self.walker, TarObserver):
+            return self.walker  # compressed by pg_basebackup: the facts come from the in-stream decode
         return TarObserver()
 
     # --- after --------------------------------------------------------------------------
@@ -227,3 +256,33 @@ def _copy_members(path: Path, out: tarfile.TarFile, prefix: str) -> None:
                 continue  # the tablespace's own folder: the pg_tblspc/<oid> link in base.tar stands for it
             member.name = prefix + name
             out.addfile(member, archive.extractfile(member) if member.isfile() else None)
+
+
+class _ExitChecked:
+    """pg_basebackup's stdout when it compresses: at the end of the stream, its exit status. A
+    failed or killed pg_basebackup leaves a compressed stream cut short, which would otherwise
+    surface as "does not decode"; its own failure is the cause to report."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], errors: StderrCollector) -> None:
+        assert proc.stdout is not None
+        self.proc = proc
+        self.raw = proc.stdout
+        self.errors = errors
+
+    def read1(self, n: int = -1) -> bytes:
+        read1 = getattr(self.raw, "read1", self.raw.read)
+        data: bytes = read1(n)
+        if not data:
+            code = self.proc.wait()  # its stdout ended: it is exiting
+            if code != 0:
+                self.errors.join()
+                raise source_error("pg_basebackup", self.errors.text(), code)
+        return data
+
+    read = read1
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sentinel_backup import __version__, log
+from sentinel_backup.choices import Compression
 from sentinel_backup.config import Settings
 from sentinel_backup.errors import BackupFailed, Interrupted, SentinelError
 from sentinel_backup.interrupt import Stopper
@@ -139,16 +140,20 @@ class PhysicalRun:
         producer.inspect()
         sysid = producer.system_identifier
         encoding = self.encoding()
+        # zstd: pg_basebackup compresses as it writes, the tool stores and decodes (no second
+        # pass over the raw tar in this process: docs/performance.md). gzip stays ours (ISA-L).
+        precompressed = encoding.compression is Compression.ZSTD and \
+            producer.compress_itself(encoding.level, encoding.threads)
         key = unique_key(self.destinations, lambda n: key_for(Handle(
             "physical", f"{BASE_PREFIX}{stamp(moment + timedelta(seconds=n))}.tar{encoding.suffix}", sysid)),
             what="the base backup")
         logger.info("Base backup started", extra=log.fields(
             artifact=key, destinations=",".join(d.name for d in self.destinations), encoding=encoding.describe(),
-            tablespaces=len(producer.tablespaces)))
+            tablespaces=len(producer.tablespaces), compressed_by="pg_basebackup" if precompressed else "sentinel"))
         begin = self.clock()
         t0 = time.monotonic()
         written = write_stream(producer, key, self.destinations, encoding, verify=self.settings.verify_after_backup,
-                               stopper=self.stopper, progress=self.progress)
+                               stopper=self.stopper, progress=self.progress, precompressed=precompressed)
         sidecars: list[tuple[Storage, str]] = []
         try:
             self.stopper.check()

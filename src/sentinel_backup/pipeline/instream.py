@@ -10,7 +10,7 @@ from sentinel_backup.errors import SentinelError, VerifyFailed
 from sentinel_backup.model.check import Check
 from sentinel_backup.pipeline.producer import RawObserver
 from sentinel_backup.pipeline.rawmatch import RawWindow, StreamMismatch
-from sentinel_backup.streams.base import Handoff, Sink, Tee
+from sentinel_backup.streams.base import Handoff, NullSink, Sink, Tee
 from sentinel_backup.streams.compress import decompressor
 from sentinel_backup.streams.crypto import Cipher
 from sentinel_backup.streams.digest import Digest
@@ -30,14 +30,23 @@ class StreamCheck:
     decoding error or a differing byte surfaces as :class:`VerifyFailed` from the
     stream's next write or its close, which stops the backup before anything is committed;
     :meth:`checks` then proves the decoded stream was neither shorter nor cut short.
+
+    ``precompressed``: the producer writes the stored compression itself (``pg_basebackup
+    --compress=client-zstd``), so there are no raw chunks to compare with: the raw stream *is*
+    what the stored stream decodes to, and its SHA-256 and size are taken here (``decoded``),
+    in the decoder's thread; the observer (and the decoder's own end-of-frame and checksum)
+    then judge whether it is complete.
     """
 
     def __init__(self, compression: Compression, cipher: Cipher | None, *,
-                 observer: RawObserver | None = None) -> None:
+                 observer: RawObserver | None = None, precompressed: bool = False) -> None:
         self.decrypts = cipher is not None
         self.observer = observer
+        self.precompressed = precompressed
         self.window = RawWindow()
-        end: Sink = Tee(self.window, observer) if observer is not None else self.window
+        self.decoded = Digest(NullSink())  # precompressed: the raw stream is what the stored one decodes to
+        tail: Sink = self.decoded if precompressed else self.window
+        end: Sink = Tee(tail, observer) if observer is not None else tail
         inner = decompressor(compression, end)
         if cipher is not None:
             inner = cipher.decryptor(inner)
@@ -59,7 +68,11 @@ class StreamCheck:
     def checks(self, raw: Digest, stored: Digest | None) -> list[Check]:
         """What the in-stream decode proved; call after the stream was closed."""
         window = self.window
-        result = [Check.of("raw", window.whole() and window.kept == raw.size, window.detail())]
+        if self.precompressed:  # a decoding error or a truncated stream raised before this
+            result = [Check.of("raw", raw is self.decoded and raw.size > 0,
+                               f"the producer's compressed stream decodes to {raw.size} bytes")]
+        else:
+            result = [Check.of("raw", window.whole() and window.kept == raw.size, window.detail())]
         if stored is not None and self.decrypts:
             seen = self.seen
             result.append(Check.of("stream", seen.sha256 == stored.sha256 and seen.size == stored.size,

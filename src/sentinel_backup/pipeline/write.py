@@ -111,29 +111,46 @@ def open_writers(destinations: list[Storage], key: str) -> dict[str, ObjectWrite
 
 
 def write_stream(producer: Producer, key: str, destinations: list[Storage], encoding: Encoding, *,
-                 verify: VerifyMode, stopper: Stopper, progress: Progress | None = None) -> Written:
+                 verify: VerifyMode, stopper: Stopper, progress: Progress | None = None,
+                 precompressed: bool = False) -> Written:
     """Run ``producer`` and store its stream under ``key`` on every destination at once.
 
     With ``verify`` other than NONE the stored stream is decoded while it is written and
     must give the producer's bytes (and satisfy its observer), else BackupFailed. Raises
     the producer's SourceError when it failed, Interrupted on a stop request (also when
     the producer failed because of it), StorageError when every destination failed; in
-    every such case the producer was stopped and every writer aborted."""
+    every such case the producer was stopped and every writer aborted.
+
+    ``precompressed``: the producer's stream is already compressed as ``encoding`` says (its
+    own compressor, e.g. ``pg_basebackup --compress=client-zstd``): it is encrypted and stored
+    as it comes, and the in-stream decode, done whatever ``verify`` says, gives the raw SHA-256
+    and size and feeds the producer's observer (``progress`` then counts decoded bytes)."""
     fanout = FanOut(open_writers(destinations, key), check=stopper.check)
-    check = stream_check(encoding, producer) if verify is not VerifyMode.NONE else None
+    check = stream_check(encoding, producer, precompressed) \
+        if verify is not VerifyMode.NONE or precompressed else None
     taps_stored = check is not None and check.decrypts
     stored = Digest(Tee(fanout, check.sink) if check is not None and taps_stored else fanout)
     inner: Sink = encoding.cipher.encryptor(stored) if encoding.cipher else stored
     if check is not None and not taps_stored:
         inner = Tee(inner, check.sink)  # age without an identity here: decode the compressed bytes
-    encode = compressor(encoding.compression, encoding.level, inner, threads=encoding.threads)
-    # Compression stays in this thread, on the chunk just hashed (a thread of its own for it
-    # measured slower: 2026-12-03, docs/performance.md); zstd's workers run beside it.
-    raw = Digest(check.raw_tap(encode) if check is not None else encode)
+    head: Sink
+    if precompressed:
+        assert check is not None
+        raw, head = check.decoded, inner
+    else:
+        encode = compressor(encoding.compression, encoding.level, inner, threads=encoding.threads)
+        # Compression stays in this thread, on the chunk just hashed (a thread of its own for it
+        # measured slower: 2026-12-03, docs/performance.md); zstd's workers run beside it.
+        raw = head = Digest(check.raw_tap(encode) if check is not None else encode)
+    reported = 0
 
     def tick(n: int) -> None:
+        nonlocal reported
         stopper.check()
         if progress is not None:
+            if precompressed:  # the raw bytes decoded so far (the decoder's thread counts them)
+                now = raw.size
+                n, reported = now - reported, now
             progress(n)
 
     try:
@@ -141,7 +158,7 @@ def write_stream(producer: Producer, key: str, destinations: list[Storage], enco
         # The stop watcher stops the producer at once, whatever its stream is blocked on.
         with stopper.on_stop(producer.stop):
             stream = producer.start()
-            pump(stream, raw, progress=tick)
+            pump(stream, head, progress=tick)
     except BaseException:
         producer.stop()  # a pg_dump gets SIGINT first and cancels its query on the server
         if check is not None:
@@ -167,8 +184,8 @@ def write_stream(producer: Producer, key: str, destinations: list[Storage], enco
     return Written(key, raw, stored, fanout)
 
 
-def stream_check(encoding: Encoding, producer: Producer) -> StreamCheck:
+def stream_check(encoding: Encoding, producer: Producer, precompressed: bool = False) -> StreamCheck:
     """The in-stream decoder: it decrypts when the cipher can (AES; age with an identity),
     otherwise it decodes the compressed bytes before encryption."""
     cipher = encoding.cipher if encoding.cipher is not None and encoding.cipher.can_decrypt else None
-    return StreamCheck(encoding.compression, cipher, observer=producer.observer())
+    return StreamCheck(encoding.compression, cipher, observer=producer.observer(), precompressed=precompressed)

@@ -201,8 +201,8 @@ class TarCheck(TarWalker):
 
     name = "complete"
 
-    def __init__(self, required: tuple[str, ...] = ("toc.dat",)) -> None:
-        super().__init__()
+    def __init__(self, required: tuple[str, ...] = ("toc.dat",), capture: tuple[str, ...] = ()) -> None:
+        super().__init__(capture)
         self.required = required
 
     def write(self, data: bytes) -> None:
@@ -226,10 +226,11 @@ class TarCheck(TarWalker):
 
 
 class TarObserver(TarCheck):
-    """The RawObserver of a base backup: the decoded stream is one complete tar archive."""
+    """The RawObserver of a base backup: the decoded stream is one complete tar archive
+    (``capture``: members kept, when the producer learns its facts from the decoded stream)."""
 
-    def __init__(self) -> None:
-        super().__init__(required=())
+    def __init__(self, capture: tuple[str, ...] = ()) -> None:
+        super().__init__(required=(), capture=capture)
 
 
 class CapturingReader:
