@@ -17,7 +17,7 @@ import pytest
 
 from sentinel_backup.choices import Compression, VerifyMode
 from sentinel_backup.config import Settings, settings_from
-from sentinel_backup.errors import BackupFailed, Interrupted, SourceError
+from sentinel_backup.errors import BackupFailed, Interrupted, SourceError, VerifyFailed
 from sentinel_backup.interrupt import Stopper, stop_children
 from sentinel_backup.model.manifest import Manifest
 from sentinel_backup.pipeline.commit import commit
@@ -283,3 +283,40 @@ def test_an_encrypted_stream_is_what_openssl_decrypts(tmp_path: Path, compressio
     assert encoding.compression_info().level == (0 if compression is Compression.NONE else 3)
     info = encoding.encryption_info()
     assert info is not None and info.method == "aes-256-cbc"
+
+
+@pytest.mark.parametrize("cipher", [False, True], ids=["plain", "aes"])
+def test_a_precompressed_stream_is_stored_as_it_comes_and_decoded_for_the_raw_digest(
+        tmp_path: Path, cipher: bool) -> None:
+    """A producer that compresses itself (pg_basebackup --compress=client-zstd): its bytes are
+    stored (encrypted on top), the raw SHA-256 and size are the decoded stream's, the observer
+    sees the decoded bytes, and progress counts decoded bytes; also with VERIFY_AFTER_BACKUP=none."""
+    packed = subprocess.run(["zstd", "-3", "-c"], input=DATA, capture_output=True, check=True).stdout
+    encoding = Encoding(Compression.ZSTD, 3, cipher=AesCipher(b"k" * 32) if cipher else None)
+    producer = BytesProducer(packed, marker=MARKER)
+    seen: list[int] = []
+    written = write_stream(producer, KEY, [local(tmp_path / "out")], encoding, verify=VerifyMode.NONE,
+                           stopper=Stopper(), progress=seen.append, precompressed=True)
+    written.fanout.close()
+    assert written.raw.sha256 == hashlib.sha256(DATA).hexdigest() and written.raw.size == len(DATA)
+    assert sum(seen) == len(DATA)
+    if not cipher:
+        assert written.stored.sha256 == hashlib.sha256(packed).hexdigest()
+    assert written.stored.size > 0 and producer.finished
+    written.abort()
+
+
+@pytest.mark.parametrize(("stream", "said"), [
+    (lambda packed: packed[:-7], "zstd data is truncated"),
+    (lambda packed: gzip.compress(DATA), "zstd data is corrupt"),
+], ids=["truncated", "not-zstd"])
+def test_a_precompressed_stream_that_does_not_decode_commits_nothing(tmp_path: Path, stream: object,
+                                                                     said: str) -> None:
+    packed = subprocess.run(["zstd", "-3", "-c"], input=DATA, capture_output=True, check=True).stdout
+    data = stream(packed)  # type: ignore[operator]
+    producer = BytesProducer(data, marker=MARKER)
+    with pytest.raises(VerifyFailed) as failed:
+        write_stream(producer, KEY, [local(tmp_path)], Encoding(Compression.ZSTD, 3), verify=VerifyMode.INTEGRITY,
+                     stopper=Stopper(), precompressed=True)
+    assert "does not decode" in failed.value.message and said in failed.value.message
+    assert producer.stopped and everything(tmp_path) == []

@@ -159,6 +159,8 @@ def write_stream(producer: Producer, key: str, destinations: list[Storage], enco
         with stopper.on_stop(producer.stop):
             stream = producer.start()
             pump(stream, head, progress=tick)
+        if precompressed and progress is not None and raw.size > reported:
+            progress(raw.size - reported)  # the decoder's last bytes, decoded after the last read
     except BaseException:
         producer.stop()  # a pg_dump gets SIGINT first and cancels its query on the server
         if check is not None:
