@@ -208,3 +208,11 @@ def test_a_pg_basebackup_without_zstd_falls_back_to_the_tools_compressor(pg16: T
     (entry,) = cli(env, "list", "--json").json()
     assert entry["artifact"].endswith(".tar.zst")
     assert cli(env, "verify", entry["id"]).code == 0
+
+
+def test_switched_off_the_tool_compresses_and_compares_byte_for_byte(cluster: TempCluster, tmp_path: Path) -> None:
+    env = zstd_env(cluster, tmp_path, PHYSICAL_ZSTD_BY_PG_BASEBACKUP="false", LOG_LEVEL="DEBUG")
+    done = cli(env, "backup", "--physical")
+    assert done.code == 0, done.output
+    assert "compressed_by=sentinel" in done.output and "--compress" not in done.output
+    assert "In-stream verification passed" in done.output and "raw_kept_peak_bytes=0" not in done.output

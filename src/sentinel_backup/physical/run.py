@@ -142,8 +142,8 @@ class PhysicalRun:
         encoding = self.encoding()
         # zstd: pg_basebackup compresses as it writes, the tool stores and decodes (no second
         # pass over the raw tar in this process: docs/performance.md). gzip stays ours (ISA-L).
-        precompressed = encoding.compression is Compression.ZSTD and \
-            producer.compress_itself(encoding.level, encoding.threads)
+        precompressed = encoding.compression is Compression.ZSTD and self.settings.physical_zstd_by_pg_basebackup \
+            and producer.compress_itself(encoding.level, encoding.threads)
         key = unique_key(self.destinations, lambda n: key_for(Handle(
             "physical", f"{BASE_PREFIX}{stamp(moment + timedelta(seconds=n))}.tar{encoding.suffix}", sysid)),
             what="the base backup")
