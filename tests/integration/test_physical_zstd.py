@@ -216,3 +216,18 @@ def test_switched_off_the_tool_compresses_and_compares_byte_for_byte(cluster: Te
     assert done.code == 0, done.output
     assert "compressed_by=sentinel" in done.output and "--compress" not in done.output
     assert "In-stream verification passed" in done.output and "raw_kept_peak_bytes=0" not in done.output
+
+
+def test_sigterm_mid_stream_stops_pg_basebackup_and_commits_nothing(cluster: TempCluster, tmp_path: Path) -> None:
+    env = zstd_env(cluster, tmp_path, PG_BIN_DIR=str(slow_bin(tmp_path)))
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "PG"))}
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel_backup", "backup", "--physical"],
+                            env={**child_env, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not (_pg_basebackup_pid(cluster.port) and _streamed(cluster) > 100_000):
+        time.sleep(0.05)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate()
+    assert proc.returncode == 130, out + err
+    assert _pg_basebackup_pid(cluster.port) is None and "Traceback" not in out + err
+    no_base_backup(env, tmp_path)
