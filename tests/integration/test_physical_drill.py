@@ -185,3 +185,56 @@ def test_a_role_that_may_not_write_the_marker_is_told_how_to_proceed(backed_up: 
     assert "marker could not be written" in result.stdout and "DRILL_PITR_MARKER=false" in result.stdout
     assert archive.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'sentinel_drill'") == "0"
     assert scratch_left() == []
+
+
+def test_drill_amcheck_checks_every_database_and_records_it(backed_up: ArchivingCluster, wal_tool: WalTool) -> None:
+    archive = backed_up
+    result = drill(archive, wal_tool, env={"DRILL_AMCHECK": "true"})
+    assert result.code == 0 and "PASSED" in result.stdout, result.output
+    record = cli(archive.values, "list", "--json").json()[0]["drill"]
+    (amcheck,) = [c for c in record["checks"] if c["sql"] == "pg_amcheck"]
+    assert amcheck["ok"] is True and "no corruption" in amcheck["detail"]
+    assert record["amcheck_seconds"] > 0
+    # the extension was created on the scratch server only, never on the source
+    assert archive.psql("SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'") == "0"
+    assert scratch_left() == []
+
+
+# A B-tree index whose operator class's comparison function is replaced after the index was
+# built: the pages are intact (checksums pass, every table reads), but the items are out of
+# order for the operator class, which bt_index_check reports. Written on the source, it
+# reaches the drill's scratch server through the WAL archive like any corruption a backup holds.
+CORRUPT_INDEX_SQL = """
+CREATE FUNCTION sentinel_cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT btint4cmp($1, $2)';
+CREATE OPERATOR CLASS sentinel_ops FOR TYPE int USING btree AS OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =,
+    OPERATOR 4 >=, OPERATOR 5 >, FUNCTION 1 sentinel_cmp(int, int);
+CREATE INDEX items_scrambled ON items (id sentinel_ops);
+CREATE OR REPLACE FUNCTION sentinel_cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT btint4cmp($2, $1)';
+"""
+
+
+def test_drill_amcheck_fails_the_drill_naming_the_corrupt_index(backed_up: ArchivingCluster,
+                                                                 wal_tool: WalTool) -> None:
+    archive = backed_up
+    archive.psql(CORRUPT_INDEX_SQL)
+    assert cli(archive.values, "--env-file", str(archive.env_file), "verify", "latest", "--physical", "--restore",
+               "--tool-command", " ".join(wal_tool.argv)).code == 0  # without DRILL_AMCHECK nothing notices
+    result = drill(archive, wal_tool, env={"DRILL_AMCHECK": "true"})
+    assert result.code == 1 and "FAILED" in result.stdout, result.output
+    assert 'btree index postgres.public.items_scrambled' in result.stdout
+    record = cli(archive.values, "list", "--json").json()[0]["drill"]
+    assert record["passed"] is False
+    (amcheck,) = [c for c in record["checks"] if c["sql"] == "pg_amcheck"]
+    assert not amcheck["ok"] and "item order invariant violated" in amcheck["detail"]
+    assert scratch_left() == []
+
+
+def test_amcheck_result_reads_pg_amcheck_output() -> None:
+    from sentinel_backup.physical.drill import amcheck_result
+    assert amcheck_result("pg_amcheck", 0, "", "").ok
+    found = amcheck_result("pg_amcheck", 2, 'heap table "db.public.t", block 3, offset 7:\n    xmin 9 precedes\n'
+                           'btree index "db.public.t_pkey":\n    ERROR:  index "t_pkey" is corrupt\n', "")
+    assert not found.ok and "2 relation(s): heap table db.public.t, btree index db.public.t_pkey" in found.detail
+    assert "first finding: xmin 9 precedes" in found.detail
+    failed = amcheck_result("pg_amcheck", 1, "", 'pg_amcheck: error: extension "amcheck" is not available')
+    assert not failed.ok and "is not available" in failed.detail and "DRILL_AMCHECK=false" in (failed.hint or "")
