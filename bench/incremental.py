@@ -56,9 +56,9 @@ from sentinel_backup.demo.cluster import TempCluster  # noqa: E402
 DB = "bench"
 MB = 1024 * 1024
 PG15 = Path("/usr/lib/postgresql/15/bin")
-CHANGES = [  # 1% of the rows of each big table, scattered over the whole table
-    "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = {r}",
-    "UPDATE docs SET meta = jsonb_set(meta, '{{views}}', to_jsonb((meta->>'views')::int + 1)) WHERE id % 100 = {r}",
+CHANGES = [  # 1% of the rows of each big table: scattered (key % 100 = r) or contiguous (a key range)
+    "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE {where}",
+    "UPDATE docs SET meta = jsonb_set(meta, '{{views}}', to_jsonb((meta->>'views')::int + 1)) WHERE {where}",
 ]
 SERVER = {"wal_level": "replica", "archive_mode": "on", "max_wal_senders": "5", "full_page_writes": "on",
           "max_wal_size": "8GB", "checkpoint_timeout": "1h"}
@@ -82,6 +82,7 @@ class Run:
 
     def measure(self, mode: str, argv: list[str], env: dict[str, str]) -> Sample:
         rnd = len(self.samples.get(mode, []))
+        subprocess.run(["sync"], check=False)  # the previous run's dirty pages are not this run's to write
         sample = measure(mode, rnd, argv, env=env, cwd=self.work, log=self.log)
         self.samples.setdefault(mode, []).append(sample)
         state = "ok" if sample.ok else f"FAILED: {sample.error}"
@@ -110,10 +111,20 @@ def load(cluster: TempCluster, scale: int, log: Path) -> dict[str, Any]:
             "rows_docs": int(cluster.psql("SELECT count(*) FROM docs", DB))}
 
 
-def change(cluster: TempCluster, remainder: int) -> float:
+def scattered(remainder: int) -> list[str]:
+    return [sql.format(where=f"{key} % 100 = {remainder}") for sql, key in zip(CHANGES, ("aid", "id"), strict=True)]
+
+
+def contiguous(percent: int, rows: tuple[int, int]) -> list[str]:
+    """1% of the rows of each table, in one contiguous key range (the ``percent``-th)."""
+    return [sql.format(where=f"{key} > {n * percent // 100} AND {key} <= {n * (percent + 1) // 100}")
+            for sql, key, n in zip(CHANGES, ("aid", "id"), rows, strict=True)]
+
+
+def change(cluster: TempCluster, sqls: list[str]) -> float:
     t0 = time.monotonic()
-    for sql in CHANGES:
-        cluster.psql(sql.format(r=remainder), DB)
+    for sql in sqls:
+        cluster.psql(sql, DB)
     cluster.psql("CHECKPOINT")
     return time.monotonic() - t0
 
@@ -154,7 +165,7 @@ def stored_bytes(backup_dir: Path, artifact: str) -> int:
     return sum(p.stat().st_size for p in backup_dir.rglob(f"{Path(artifact).name}*") if p.is_file())
 
 
-def run_pg18(run: Run, tool_: WalTool, scale: int, repeat: int, amcheck: bool) -> None:
+def run_pg18(run: Run, tool_: WalTool, scale: int, repeat: int, amcheck: bool, clustered: bool) -> None:
     with pg18(tool_, {}) as (cluster, env, env_file):
         backup_dir = env_file.parent / "backups"
         run.facts["pg18"] = cluster.psql("SHOW server_version")
@@ -163,24 +174,31 @@ def run_pg18(run: Run, tool_: WalTool, scale: int, repeat: int, amcheck: bool) -
         say(f"database: {run.facts['data18']['db_size_mb']:.0f} MB")
         ids: dict[str, str] = {}
         artifacts: dict[str, str] = {}
-        for mode, args, remainder in (("full", ["--physical"], None), ("incr1", ["--physical", "--incremental"], 0),
-                                      ("incr2", ["--physical", "--incremental"], 50), ("full_after", ["--physical"],
-                                                                                         None)):
-            if remainder is not None:
-                run.facts[f"change_{mode}_s"] = round(change(cluster, remainder), 1)
-            cluster.psql("CHECKPOINT")
-            sample = run.measure(mode, tool(env_file, "backup", *args), env)
-            entry = newest(env, env_file)
-            sample.stored_bytes = stored_bytes(backup_dir, entry["artifact"])
-            sample.extra = {"id": entry["id"], "artifact_bytes": entry["size_bytes"],
-                            "raw_bytes": entry.get("raw_size_bytes"), "parent": entry["physical"].get("parent_id")}
-            ids[mode], artifacts[mode] = entry["id"], entry["artifact"]
-        for rnd in range(repeat):
-            order = [("restore_chain", ids["incr2"]), ("restore_full", ids["full_after"])]
-            for mode, backup in order[rnd % 2:] + order[:rnd % 2]:
-                pgdata = run.work / f"{mode}-{rnd}"
-                run.measure(mode, tool(env_file, "restore", "--physical", backup, "--pgdata", str(pgdata)), env)
-                shutil.rmtree(pgdata)
+        rows = (run.facts["data18"]["rows_accounts"], run.facts["data18"]["rows_docs"])
+
+        def backups(*steps: tuple[str, list[str] | None]) -> None:
+            for mode, sqls in steps:
+                if sqls is not None:
+                    run.facts[f"change_before_{mode}_s"] = round(change(cluster, sqls), 1)
+                args = ["--physical", "--incremental"] if mode.startswith("incr") else ["--physical"]
+                cluster.psql("CHECKPOINT")
+                sample = run.measure(mode, tool(env_file, "backup", *args), env)
+                entry = newest(env, env_file)
+                sample.stored_bytes = stored_bytes(backup_dir, entry["artifact"])
+                sample.extra = {"id": entry["id"], "artifact_bytes": entry["size_bytes"],
+                                "raw_bytes": entry.get("raw_size_bytes"), "parent": entry["physical"].get("parent_id")}
+                ids[mode], artifacts[mode] = entry["id"], entry["artifact"]
+
+        def restores(chain: str, full: str, suffix: str = "") -> None:
+            for rnd in range(repeat):
+                order = [("restore_chain" + suffix, ids[chain]), ("restore_full" + suffix, ids[full])]
+                for mode, backup in order[rnd % 2:] + order[:rnd % 2]:
+                    pgdata = run.work / f"{mode}-{rnd}"
+                    run.measure(mode, tool(env_file, "restore", "--physical", backup, "--pgdata", str(pgdata)), env)
+                    shutil.rmtree(pgdata)
+
+        backups(("full", None), ("incr1", scattered(0)), ("incr2", scattered(50)), ("full_after", None))
+        restores("incr2", "full_after")
         command = " ".join(tool_.argv)
         drills: list[tuple[str, dict[str, str]]] = [("drill", {})]
         if amcheck:
@@ -191,6 +209,10 @@ def run_pg18(run: Run, tool_: WalTool, scale: int, repeat: int, amcheck: bool) -
             record = json.loads(next(backup_dir.rglob(f"{Path(artifacts['incr2']).name}.drill.json")).read_text())
             sample.extra = {k: record.get(k) for k in ("passed", "extract_seconds", "recovery_seconds",
                                                        "restore_seconds", "tables_checked", "amcheck_seconds")}
+        if clustered:  # the same amount of change, contiguous: the incrementals' best case, on full_after
+            backups(("incr1_clustered", contiguous(1, rows)), ("incr2_clustered", contiguous(2, rows)),
+                    ("full_clustered", None))
+            restores("incr2_clustered", "full_clustered", "_clustered")
 
 
 # --- PostgreSQL 15: pgBackRest -------------------------------------------------------------------
@@ -219,7 +241,7 @@ def run_pgbackrest(run: Run, scale: int) -> None:
         run.facts["data15"] = load(cluster, scale, run.log)
         for mode, kind, remainder in (("pgbackrest_full", "full", None), ("pgbackrest_incr1", "incr", 0)):
             if remainder is not None:
-                change(cluster, remainder)
+                change(cluster, scattered(remainder))
             sample = run.measure(mode, [*base, "backup", f"--type={kind}"], env)
             info = json.loads(subprocess.run([*base, "info", "--output=json"], check=True, capture_output=True,
                                              text=True, env=env).stdout)
@@ -244,13 +266,13 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def report(run: Run, meta: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    rows = ["| run | wall s (median) | n | stored MB | peak RSS tree MB | tool proc MB |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = ["| run | wall s (median) | n | stored MB | raw MB | peak RSS tree MB | tool proc MB |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for mode, samples in run.samples.items():
-        stored = med(run, mode, "stored_bytes")
-        wall = med(run, mode)
+        stored, wall = med(run, mode, "stored_bytes"), med(run, mode)
+        raw = samples[0].extra.get("raw_bytes")
         rows.append(f"| {mode} | {'failed' if wall is None else f'{wall:.1f}'} | {len(samples)} | "
-                    f"{'' if stored is None else f'{stored / MB:.1f}'} | "
+                    f"{'' if stored is None else f'{stored / MB:.1f}'} | {'' if raw is None else f'{raw / MB:.0f}'} | "
                     f"{max(s.tree_rss_peak_kb for s in samples) / 1024:.0f} | "
                     f"{max(s.root_hwm_kb for s in samples) / 1024:.0f} |")
     restore_chain = med(run, "restore_chain")
@@ -261,6 +283,13 @@ def report(run: Run, meta: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         ("incremental time vs the full's", "<= 0.5x", ratio(med(run, "incr1"), med(run, "full")), 0.5),
         ("restore full + 2 incrementals vs one full", "<= 1.3x", ratio(restore_chain, med(run, "restore_full")), 1.3),
     ]
+    if "incr1_clustered" in run.samples:
+        targets += [
+            ("(contiguous 1%) incremental time vs the full's", "<= 0.5x",
+             ratio(med(run, "incr1_clustered"), med(run, "full_after")), 0.5),
+            ("(contiguous 1%) restore full + 2 incrementals vs one full", "<= 1.3x",
+             ratio(med(run, "restore_chain_clustered"), med(run, "restore_full_clustered")), 1.3),
+        ]
     goals = [{"name": n, "goal": g, "value": v, "verdict": "n/a" if v is None else ("PASS" if v <= limit else "MISS")}
              for n, g, v, limit in targets]
     lines = [f"{meta['date']}, {meta['cpus']} cores, load average {meta['load_before']} before and"
@@ -291,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the two restores")
     parser.add_argument("--amcheck", action="store_true", help="one more drill with DRILL_AMCHECK=true")
     parser.add_argument("--no-pgbackrest", action="store_true")
+    parser.add_argument("--no-clustered", action="store_true", help="skip the contiguous-1%% variant")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep-log", type=Path)
@@ -309,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         tool_ = WalTool(work / "tool")
         (work / "tool").mkdir(mode=0o755)
         tool_.build()
-        run_pg18(run, tool_, scale, args.repeat, args.amcheck)
+        run_pg18(run, tool_, scale, args.repeat, args.amcheck, not args.no_clustered)
         if not args.no_pgbackrest and shutil.which("pgbackrest") and (PG15 / "postgres").exists():
             run_pgbackrest(run, scale)
         else:
