@@ -165,7 +165,8 @@ def stored_bytes(backup_dir: Path, artifact: str) -> int:
     return sum(p.stat().st_size for p in backup_dir.rglob(f"{Path(artifact).name}*") if p.is_file())
 
 
-def run_pg18(run: Run, tool_: WalTool, scale: int, repeat: int, amcheck: bool, clustered: bool) -> None:
+def run_pg18(run: Run, tool_: WalTool, scale: int, repeat: int, amcheck: bool, clustered: bool,
+             before: Path | None) -> None:
     with pg18(tool_, {}) as (cluster, env, env_file):
         backup_dir = env_file.parent / "backups"
         run.facts["pg18"] = cluster.psql("SHOW server_version")
@@ -190,11 +191,15 @@ def run_pg18(run: Run, tool_: WalTool, scale: int, repeat: int, amcheck: bool, c
                 ids[mode], artifacts[mode] = entry["id"], entry["artifact"]
 
         def restores(chain: str, full: str, suffix: str = "") -> None:
+            order = [("restore_chain" + suffix, ids[chain], env), ("restore_full" + suffix, ids[full], env)]
+            if before is not None:  # the chain restore of an older tree, in the same rounds
+                order.append(("restore_chain_before" + suffix, ids[chain], {**env, "PYTHONPATH": str(before)}))
             for rnd in range(repeat):
-                order = [("restore_chain" + suffix, ids[chain]), ("restore_full" + suffix, ids[full])]
-                for mode, backup in order[rnd % 2:] + order[:rnd % 2]:
+                shift = rnd % len(order)
+                for mode, backup, mode_env in order[shift:] + order[:shift]:
                     pgdata = run.work / f"{mode}-{rnd}"
-                    run.measure(mode, tool(env_file, "restore", "--physical", backup, "--pgdata", str(pgdata)), env)
+                    run.measure(mode, tool(env_file, "restore", "--physical", backup, "--pgdata", str(pgdata)),
+                                mode_env)
                     shutil.rmtree(pgdata)
 
         backups(("full", None), ("incr1", scattered(0)), ("incr2", scattered(50)), ("full_after", None))
@@ -283,6 +288,9 @@ def report(run: Run, meta: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         ("incremental time vs the full's", "<= 0.5x", ratio(med(run, "incr1"), med(run, "full")), 0.5),
         ("restore full + 2 incrementals vs one full", "<= 1.3x", ratio(restore_chain, med(run, "restore_full")), 1.3),
     ]
+    if "restore_chain_before" in run.samples:
+        targets.append(("(before) restore full + 2 incrementals vs one full", "<= 1.3x",
+                        ratio(med(run, "restore_chain_before"), med(run, "restore_full")), 1.3))
     if "incr1_clustered" in run.samples:
         targets += [
             ("(contiguous 1%) incremental time vs the full's", "<= 0.5x",
@@ -290,6 +298,9 @@ def report(run: Run, meta: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
             ("(contiguous 1%) restore full + 2 incrementals vs one full", "<= 1.3x",
              ratio(med(run, "restore_chain_clustered"), med(run, "restore_full_clustered")), 1.3),
         ]
+    if "restore_chain_before_clustered" in run.samples:
+        targets.append(("(before, contiguous 1%) restore full + 2 incrementals vs one full", "<= 1.3x",
+                        ratio(med(run, "restore_chain_before_clustered"), med(run, "restore_full_clustered")), 1.3))
     goals = [{"name": n, "goal": g, "value": v, "verdict": "n/a" if v is None else ("PASS" if v <= limit else "MISS")}
              for n, g, v, limit in targets]
     lines = [f"{meta['date']}, {meta['cpus']} cores, load average {meta['load_before']} before and"
@@ -321,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amcheck", action="store_true", help="one more drill with DRILL_AMCHECK=true")
     parser.add_argument("--no-pgbackrest", action="store_true")
     parser.add_argument("--no-clustered", action="store_true", help="skip the contiguous-1%% variant")
+    parser.add_argument("--before-src", type=Path, help="the src/ of an older tree: its chain restore runs too")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep-log", type=Path)
@@ -339,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         tool_ = WalTool(work / "tool")
         (work / "tool").mkdir(mode=0o755)
         tool_.build()
-        run_pg18(run, tool_, scale, args.repeat, args.amcheck, not args.no_clustered)
+        run_pg18(run, tool_, scale, args.repeat, args.amcheck, not args.no_clustered, args.before_src)
         if not args.no_pgbackrest and shutil.which("pgbackrest") and (PG15 / "postgres").exists():
             run_pgbackrest(run, scale)
         else:
