@@ -324,7 +324,7 @@ def report(run: Run, meta: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         lines += ["", f"Drill: {drill:.1f} s; its own restore (fetch, verify, extract, combine) took {restored} s, so"
                       f" {drill - restored:.1f} s beyond the restore (marker and archive wait, WAL gap check, recovery"
                       f" {extra.get('recovery_seconds')} s, reading {extra.get('tables_checked')} tables, start-up);"
-                      f" the chain restore alone: {restore_chain} s (median)."]
+                      f" the chain restore alone: {restore_chain or 0:.1f} s (median)."]
     if "drill_amcheck" in run.samples:
         extra = run.samples["drill_amcheck"][0].extra
         lines.append(f"Drill with DRILL_AMCHECK=true: {med(run, 'drill_amcheck'):.1f} s (pg_amcheck"
