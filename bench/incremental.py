@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps({"meta": meta, "facts": run.facts, "targets": goals,
                                              "samples": {k: [s.to_json() for s in v] for k, v in run.samples.items()}},
                                             indent=2))
-        if args.keep_log is None and not failed:
+        if not failed:  # a failed run keeps its folder (and the log, when it is there) for a look
             shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0
 
