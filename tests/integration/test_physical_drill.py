@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Result, cli
+from tests.integration.test_incremental_chain import leftover_scratch
 from tests.plugins.archive import ArchivingCluster, WalTool
 
 
@@ -121,7 +122,7 @@ def test_a_restore_point_never_reached_fails_the_drill(backed_up: ArchivingClust
     assert result.code == 1 and "FAILED" in result.stdout, result.output
     assert "was never reached" in result.stdout
     assert scratch_left() == []
-    assert not [p for p in Path(tempfile.gettempdir()).glob("sentinel-combine-*") if p.stat().st_uid == os.getuid()]
+    assert not leftover_scratch()
 
 
 def test_sigterm_during_a_drill_removes_the_scratch_server_and_folder(backed_up: ArchivingCluster,
