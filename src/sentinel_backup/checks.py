@@ -180,7 +180,7 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
             result = CheckResult(result.name, WARNING, f"{result.detail}; BACKUP_DIR is readable by group or "
                                  f"others ({mode})", f"run: chmod 700 {settings.backup_dir}")
         results.append(result)
-    catalog = scan(reachable, strict=False)
+    catalog = scan(reachable, strict=False, server=settings.server_name)
     results += backup_checks(settings, catalog, databases, now)
     results.append(last_run_check(settings))
     results += drill_checks(settings, catalog, reachable)

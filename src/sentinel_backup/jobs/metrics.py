@@ -41,7 +41,7 @@ def publish_metrics(settings: Settings, metrics: RunMetrics, destinations: list[
         return
     if destinations is not None:
         try:
-            catalog = scan_catalog(destinations, strict=False)
+            catalog = scan_catalog(destinations, strict=False, server=settings.server_name)
             metrics = replace(metrics, inventory=metrics_inventory(
                 ((e.manifest.created_at, e.manifest.size_bytes, e.locations) for e in catalog.entries),
                 [d.name for d in destinations if d.name not in catalog.errors], catalog.errors))

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sentinel_backup.errors import VerifyFailed
+from sentinel_backup.model.layout import split_logical
 
 FORMAT_VERSION = 2  # 2: kind "physical" with its facts; version 1 documents are read unchanged
 PREFIX = "sentinel_backup_"
@@ -88,6 +89,7 @@ class Manifest(BaseModel):
     duration_seconds: float
     tool_version: str
     hostname: str
+    server: str = ""  # SERVER_NAME it was taken under ("": unnamed, as every backup before it existed)
     source: dict[str, Any] = Field(default_factory=dict)
     server_version: str | None = None
     pg_dump_version: str | None = None
@@ -147,11 +149,14 @@ def artifact_name(database: str | None, moment: datetime, extension: str) -> str
 
 
 def backup_id(artifact: str) -> str:
-    """The id of a backup: its artifact name without prefix and extension."""
-    match = _NAME.match(artifact)
+    """The id of a backup: its artifact name without prefix and extension, after ``<server>/``
+    for a named server's (``servers/<server>/<name>``)."""
+    server, name = split_logical(artifact)
+    match = _NAME.match(name)
     if match is None:
         return artifact
-    return artifact[: match.start("ext")].removeprefix(PREFIX)
+    plain = name[: match.start("ext")].removeprefix(PREFIX)
+    return f"{server}/{plain}" if server else plain
 
 
 def parse_name(key: str) -> tuple[str | None, datetime] | None:

@@ -40,7 +40,8 @@ def show(
     from sentinel_backup.storage.registry import build_destinations
     settings = state(ctx).settings(machine_output=as_json)
     destinations = build_destinations(settings)
-    entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings)).find(backup_id, database)
+    entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings), server=settings.server_name).find(
+        backup_id, database)
     by_name = {d.name: d for d in destinations}
     drills = {name: record for name in sorted(entry.drills) if name in by_name
               and (record := read_record(by_name[name], entry.locations[name])) is not None}
