@@ -43,7 +43,7 @@ _SYSTEM_ID = re.compile(r"^[0-9]{1,20}$")
 _WAL_KEY = re.compile(
     rf"^{WAL_ROOT}/(?P<sysid>[0-9]{{1,20}})/(?P<tli>[0-9A-F]{{8}})/(?P<name>[0-9A-F.a-z]+?)\."
     r"(?P<sha>[0-9a-f]{64})(?P<ext>(?:\.[a-z0-9]+)*)$")
-_SERVER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_SERVER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # fullmatch: no trailing newline
 _SERVER_KEY = re.compile(rf"^{SERVERS_ROOT}/(?P<server>[^/]+)/(?P<name>[^/]+)$")
 _BASE_KEY = re.compile(rf"^{BASE_ROOT}/(?P<sysid>[0-9]{{1,20}})/(?P<name>{BASE_PREFIX}[^/]+)$")
 
@@ -81,7 +81,7 @@ def check_system_id(system_id: str) -> str:
 def check_server(name: str) -> str:
     """A SERVER_NAME: one safe path segment (letters, digits, ``_ . -``, up to 63, not starting
     with a punctuation mark), or "" for the unnamed server."""
-    if name and (not _SERVER.match(name) or name.lower() == "all"):
+    if name and (not _SERVER.fullmatch(name) or name.lower() == "all"):
         raise ValueError(f"not a server name: {name!r}")
     return name
 
@@ -134,6 +134,6 @@ def handle_for(key: str) -> Handle | None:
     if "/" not in key:
         return Handle("logical", key)
     match = _SERVER_KEY.match(key)
-    if match is not None and _SERVER.match(match.group("server")):
+    if match is not None and _SERVER.fullmatch(match.group("server")):
         return Handle("logical", match.group("name"), server=match.group("server"))
     return None
