@@ -128,6 +128,8 @@ def test_unnamed_and_named_backups_side_by_side(envs: dict[str, dict[str, str]],
     assert [b["server"] or "-" for b in listed(envs["db2"], "--server", "all")] == ["db2", "-", "-"]
     ok(cli({**envs["db2"], "RETENTION_KEEP_LAST": "1"}, "prune"))
     assert [b["id"] for b in listed(unnamed)] == [b["id"] for b in old]  # the named server left them alone
+    plan = ok(cli({**envs["db2"], "RETENTION_KEEP_LAST": "1"}, "prune", "--server", "-", "--dry-run"))
+    assert f"Would remove {old[1]['id']} from local" in plan.stdout  # this configuration's rules, the unnamed backups
     ok(cli({**unnamed, "RETENTION_KEEP_LAST": "1"}, "prune"))
     assert [b["id"] for b in listed(unnamed)] == [old[0]["id"]]
     assert len(listed(envs["db2"])) == 1

@@ -30,7 +30,7 @@ def list_backups(
     settings = state(ctx).settings(machine_output=as_json)
     # a named destination needs its settings, not its *_ENABLED flag; an unknown name is exit 2
     destinations = build_destinations(settings) if destination is None else [destination_by_name(settings, destination)]
-    wanted = _server(server, settings.server_name)
+    wanted = server_option(server, settings.server_name)
     catalog = scan(destinations, legacy=True, legacy_db=legacy_database(settings), server=wanted)
     entries = [e for e in catalog.entries if database in (None, e.manifest.database)]
     drills = {e.id: None if e.legacy else newest_record(e, destinations) for e in entries}
@@ -51,8 +51,8 @@ def list_backups(
     return 0
 
 
-def _server(option: str | None, own: str) -> str | None:
-    """The server whose backups to list: None for every server's."""
+def server_option(option: str | None, own: str) -> str | None:
+    """The server an option names (`all`: None, every server; `-`: "", the unnamed one)."""
     from sentinel_backup.errors import ConfigError
     from sentinel_backup.model.layout import check_server
     if option is None:
