@@ -159,6 +159,8 @@ def test_env_dir_runs_every_server_and_a_broken_one_does_not_stop_the_others(
     assert re.search(r"=== server a-broken \(a-broken.env\) ===", result.stdout)
     assert "POSTGRES_PORT" in result.stderr and "Traceback" not in result.output
     assert "=== 3 server(s): a-broken exit 2, db1 exit 0, db2 exit 0" in result.stdout
+    for name in ("db1", "db2"):  # every log line names its server (one LOG_FILE may hold them all)
+        assert re.search(rf"\[INFO\] Backup process completed .* server={name}$", result.stdout, re.MULTILINE)
     for name in ("db1", "db2"):
         [backup] = listed(envs[name])
         assert backup["server"] == name  # the file's name

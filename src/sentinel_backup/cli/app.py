@@ -83,7 +83,8 @@ class State:
             self._settings = load_settings(self.env_file, **named)
             # --quiet: warnings and errors go to stderr, past the held-back command output (see command())
             log.setup(self._settings.log_level, self._settings.log_format, self._settings.log_file,
-                      to_stderr=machine_output or self.quiet, quiet=self.quiet)
+                      to_stderr=machine_output or self.quiet, quiet=self.quiet,
+                      server=self._settings.server_name)
             for warning in self._settings.warnings:
                 _logger.warning(warning)
         return self._settings
