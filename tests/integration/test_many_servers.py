@@ -102,6 +102,7 @@ def test_two_servers_share_a_bucket_and_a_folder_without_mixing(
     ok(cli(one, "restore", "latest", "--target-db", "mine", "--create"))
     assert markers(clusters["db1"], "mine") == "db1:3"
     ok(cli(one, "verify", theirs[0]["id"]))
+    assert re.search(r"server name\s+db2\b", ok(cli(one, "show", theirs[0]["id"])).stdout)
     ok(cli(one, "restore", theirs[0]["id"], "--target-db", "theirs", "--create", "--from", "s3"))
     assert markers(clusters["db1"], "theirs") == "db2:5"
     ok(cli(two, "restore", "latest", "--target-db", "own", "--create"))

@@ -77,6 +77,7 @@ def document(entry: Entry, drills: dict[str, dict[str, Any]], where: dict[str, s
     doc["drills"] = drills
     doc["legacy"] = entry.legacy
     doc["pinned"] = entry.pin_json()
+    doc["server"] = entry.server  # SERVER_NAME it was taken under ("": none)
     if m.physical is not None:
         doc["reachable"] = reachable(m.physical, newest_wal)
     return doc
@@ -140,6 +141,7 @@ def render(doc: dict[str, Any]) -> None:
     where_from = ", ".join(f"{k} {v}" for k, v in source.items() if v) or "-"
     general = [("id", doc["id"]), ("kind", doc["kind"] + (" (legacy file of the shell version, no manifest)"
                                                           if legacy else "")),
+               ("server name", doc.get("server") or "- (no SERVER_NAME)"),
                ("database", doc["database"]), ("created", _when(doc["created_at"])),
                ("finished", _when(doc["finished_at"])), ("duration", f"{doc['duration_seconds']} s"),
                ("format", doc["format"]), ("server", doc.get("server_version") or "-"),
