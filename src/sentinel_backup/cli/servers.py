@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import typer
 from dotenv import dotenv_values
 
 from sentinel_backup.errors import EXIT_FAILURE, EXIT_INTERRUPTED, ConfigError, SentinelError
@@ -126,6 +127,8 @@ def _one(func: Callable[..., Any], kwargs: dict[str, Any], root: State) -> int:
     try:
         result = run_command(func, kwargs, root)
         return int(result) if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        return int(exc.exit_code)
     except SentinelError as exc:
         if exc.exit_code == EXIT_INTERRUPTED:
             raise
@@ -144,6 +147,8 @@ def _captured(func: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[int, di
         with redirect_stdout(held):
             result = func(**kwargs)
         code = int(result) if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        code = int(exc.exit_code)
     except SentinelError as exc:
         if exc.exit_code == EXIT_INTERRUPTED:
             raise
