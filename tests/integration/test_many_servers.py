@@ -170,6 +170,11 @@ def test_env_dir_runs_every_server_and_a_broken_one_does_not_stop_the_others(
     assert [b["server"] for b in grouped["db2"]["result"]] == ["db2"]
     assert cli(process, "list", "--env-dir", str(folder / "missing")).code == 2
     (folder / "a-broken.env").unlink()
+    drilled = ok(cli(process, "drill", "--env-dir", str(folder)))  # each server's newest backup, restored and counted
+    for name in ("db1", "db2"):
+        heading = rf"=== server {name} \({name}.env\) ===\n"
+        assert re.search(heading + rf"(.*\n)*?Drill of {name}/postgres_\S+ from \S+: PASSED", drilled.stdout), \
+            drilled.stdout
     checked = cli({**process, "SENTINEL_ENV_DIR": str(folder)}, "check")  # the variable does what --env-dir does
     assert checked.code in (0, 4), checked.output  # ok, or a warning (no drill yet, say): never critical
     assert "=== server db1 (db1.env) ===" in checked.stdout and "=== server db2 (db2.env) ===" in checked.stdout

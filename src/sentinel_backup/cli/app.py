@@ -42,8 +42,8 @@ app = typer.Typer(
 
 EnvFile = Annotated[Path | None, typer.Option("--env-file", help="Read settings from this .env file.")]
 EnvDir = Annotated[Path | None, typer.Option(
-    "--env-dir", help="Run for every server of this folder, one NAME.env each (backup, prune, check, list, verify"
-    " latest); also SENTINEL_ENV_DIR.")]
+    "--env-dir", help="Run for every server of this folder, one NAME.env each (backup, prune, check, list, drill,"
+    " verify latest); also SENTINEL_ENV_DIR.")]
 Quiet = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print only warnings and errors, and the command's output only when it fails (for cron).")]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bar, even on a terminal.")]

@@ -2,13 +2,12 @@
 
 Every ``*.env`` file in DIR describes one server (as pgBackRest stanzas, Barman's
 ``barman.d/*.conf``); its SERVER_NAME is the one it sets, else the file's name without
-``.env`` (``db1.env`` -> ``db1``). ``backup``, ``prune``, ``check``, ``list`` and ``verify
-latest`` (``--restore``: a drill of each server's newest backup) run once per file, in name
-order; a server that fails (a broken file included) does not stop the others; each
-server's output comes under its own heading (with ``--json``: one object, server -> result),
-and the exit code is the worst of them (:func:`worst`). A stop request (SIGINT/SIGTERM,
-exit 130) ends the whole run. Every other command acts on one server and refuses
-``--env-dir``: ``--env-file DIR/NAME.env`` names it.
+``.env`` (``db1.env`` -> ``db1``). ``backup``, ``prune``, ``check``, ``list``, ``drill`` and
+``verify latest`` run once per file, in name order; a server that fails (a broken file
+included) does not stop the others; each server's output comes under its own heading (with
+``--json``: one object, server -> result), and the exit code is the worst of them
+(:func:`worst`). A stop request (SIGINT/SIGTERM, exit 130) ends the whole run. Every other
+command acts on one server and refuses ``--env-dir``: ``--env-file DIR/NAME.env`` names it.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from sentinel_backup.cli.app import State
 
 ENV_DIR_VARIABLE = "SENTINEL_ENV_DIR"
-PER_SERVER = ("backup", "prune", "check", "list", "verify")
+PER_SERVER = ("backup", "prune", "check", "list", "drill", "verify")
 # exit codes from the best to the worst: ok, warning (check), partial, usage/configuration, failed
 _RANK = {0: 0, 4: 1, 3: 2, 2: 3, EXIT_FAILURE: 4}
 
