@@ -7,9 +7,19 @@ PostgreSQL's archive_command does; the rounds are interleaved and the median wal
 call is reported, with the ratio to pgbackrest's (when `pgbackrest` is installed). For the
 asynchronous modes the call time is what PostgreSQL waits for; the time until the spool is
 empty is reported too (per segment), since that is what decides whether archiving keeps up.
+Keep-up mode (``--keep-up``): does archiving keep pace with a server writing as fast as it
+can? A fresh PostgreSQL 15 cluster (16 MB segments) per mode, `pgbench -i -s 10` with
+archiving off, then archive_command set to the mode (the tool synchronous or asynchronous,
+run as the postgres OS user from a world-readable copy as tests/plugins/archive.py does, or
+`pgbackrest archive-push` sync/async) and `pgbench -c 2 -j 2 -T SECONDS`. Every second the
+.ready files in pg_wal/archive_status are counted (segments PostgreSQL still waits to hand
+over), and for the tool's asynchronous mode the files waiting in its spool. Reported: the
+maximum and final backlog, the time to drain after pgbench, tps, segments archived, failures.
+
 Not a test: nothing here asserts a timing.
 
-    .venv/bin/python bench/wal_push.py [--segments 12] [--repeat 3] [--json FILE]
+    .venv/bin/python bench/wal_push.py [--segments 12] [--repeat 3] [--before /tmp/before/src] [--json FILE]
+    .venv/bin/python bench/wal_push.py --keep-up [--seconds 60] [--writer tpcb|bulk] [--json FILE]
 """
 
 from __future__ import annotations
@@ -65,7 +75,8 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     return elapsed
 
 
-def tool_round(segments: list[Path], work: Path, *, asynchronous: bool) -> tuple[list[float], float]:
+def tool_round(segments: list[Path], work: Path, *, asynchronous: bool,
+               src: str | None = None) -> tuple[list[float], float]:
     repo = Path(tempfile.mkdtemp(dir=work))
     values = {"POSTGRES_USER": "postgres", "POSTGRES_DB": "postgres", "BACKUP_DIR": str(repo / "backups"),
               "COMPRESSION": "zstd", "LOG_LEVEL": "WARN"}
@@ -74,6 +85,8 @@ def tool_round(segments: list[Path], work: Path, *, asynchronous: bool) -> tuple
     env_file = repo / "bench.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "S3_", "MINIO_", "WAL_"))}
+    if src is not None:  # another tree of the tool (--before)
+        env["PYTHONPATH"] = src
     argv = [PYTHON, "-m", "sentinel_backup", "--env-file", str(env_file), "wal-push"]
     start = time.perf_counter()
     calls = [timed([*argv, str(segment)], env, segments[0].parent.parent) for segment in segments]
@@ -111,8 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--segments", type=int, default=12)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep-up", action="store_true", help="pgbench against archive_command (see above)")
+    parser.add_argument("--seconds", type=int, default=60, help="pgbench duration in keep-up mode")
+    parser.add_argument("--modes", default="tool_sync,tool_async,pgbackrest_sync,pgbackrest_async")
+    parser.add_argument("--writer", choices=["tpcb", "bulk"], default="tpcb", help="keep-up mode: pgbench's load")
+    parser.add_argument("--before", help="also run the tool from this src folder (interleaved, modes *_before)")
     parser.add_argument("--json", help="write the samples here")
     args = parser.parse_args(argv)
+    if args.keep_up:
+        from wal_keepup import keep_up  # beside this script (bench/ is on sys.path when it runs)
+
+        return keep_up(args.seconds, args.modes.split(","), args.json, args.writer)
     work = Path(tempfile.mkdtemp(prefix="sentinel-walbench-"))
     cluster = TempCluster(settings={"wal_level": "replica", "max_wal_size": "4GB"})
     cluster.start()
@@ -121,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop()  # the copies are all that is needed now; the CPU is for the runs
         modes = {"tool_sync": lambda: tool_round(segments, work, asynchronous=False),
                  "tool_async": lambda: tool_round(segments, work, asynchronous=True)}
+        if args.before:
+            before = str(Path(args.before).resolve())
+            modes["tool_sync_before"] = lambda: tool_round(segments, work, asynchronous=False, src=before)
+            modes["tool_async_before"] = lambda: tool_round(segments, work, asynchronous=True, src=before)
         if shutil.which("pgbackrest"):
             modes["pgbackrest_sync"] = lambda: pgbackrest_round(segments, work, asynchronous=False)
             modes["pgbackrest_async"] = lambda: pgbackrest_round(segments, work, asynchronous=True)
@@ -137,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---:|---:|---:|")
         for mode, got in samples.items():
             call, drained = statistics.median(got["call"]), statistics.median(got["drained"])
-            anchor = samples.get("pgbackrest_" + mode.split("_")[1])
+            anchor = samples.get("pgbackrest_" + mode.split("_")[1])  # tool_sync[_before] -> pgbackrest_sync
             ratio = f"{call / statistics.median(anchor['call']):.2f}" if anchor and mode.startswith("tool") else ""
             print(f"| {mode} | {call * 1000:.0f} ms | {drained * 1000:.0f} ms | {ratio} |")
         if args.json:

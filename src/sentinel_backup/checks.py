@@ -11,11 +11,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentinel_backup import private
 from sentinel_backup.choices import VerifyMode
-from sentinel_backup.config import Settings, parse_duration
+from sentinel_backup.config_values import parse_duration
 from sentinel_backup.errors import SentinelError
 from sentinel_backup.jobs.lastrun import LastRunUnreadable, outcomes, read_last_run
 from sentinel_backup.model.catalog import Catalog, scan
@@ -23,6 +23,9 @@ from sentinel_backup.model.check import CRITICAL, OK, RANK, WARNING, Check, Perf
 from sentinel_backup.pg.source import Source
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.storage.registry import build_destinations
+
+if TYPE_CHECKING:  # the schema (pydantic) is not imported: the lean reader's settings serve too
+    from sentinel_backup.config import Settings
 
 EXIT_WARNING = 4
 CheckResult = Check  # the name this module's callers know

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,6 +29,8 @@ from sentinel_backup.choices import (
     VerifyMode,
     WebhookFormat,
 )
+from sentinel_backup.config_derived import SettingsDerived
+from sentinel_backup.config_lean import env_file_path, read_env_file
 from sentinel_backup.config_values import parse_duration, parse_timeout, read_private_file, read_secret_file
 from sentinel_backup.errors import ConfigError
 
@@ -43,8 +43,9 @@ def _env(name: str, *more: str) -> Any:
     return AliasChoices(name, *more) if more else name
 
 
-class Settings(BaseSettings):
-    """Every setting Sentinel Backup reads. Field docs are the reference text."""
+class Settings(SettingsDerived, BaseSettings):
+    """Every setting Sentinel Backup reads. Field docs are the reference text. What the values imply
+    (databases, password(), ...) is in config_derived, shared with the lean reader (config_lean)."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -386,16 +387,9 @@ class Settings(BaseSettings):
     @field_validator("server_name", mode="before")
     @classmethod
     def _server(cls, value: Any) -> Any:
-        from sentinel_backup.model.layout import check_server
+        from sentinel_backup.model.layout import server_setting  # the lean reader's twin is the same function
 
-        name = value.strip() if isinstance(value, str) else value
-        if isinstance(name, str):
-            try:
-                check_server(name)
-            except ValueError:
-                raise ValueError("must be one safe path segment: letters, digits, `_`, `.` or `-`, up to 63, starting"
-                                 " with a letter or digit, and not `all` (e.g. db1 or pg-eu.prod)") from None
-        return name
+        return server_setting(value)
 
     @field_validator("postgres_db")
     @classmethod
@@ -434,51 +428,6 @@ class Settings(BaseSettings):
             raise ValueError("WAL_FETCH_PREFETCH needs WAL_SPOOL_DIR (where prefetched segments wait)")
         return self
 
-    # --- derived ----------------------------------------------------------------
-    @property
-    def aws_env(self) -> dict[str, str]:
-        """AWS SDK variables from the .env file that the process environment does not override
-        (storage/aws_env.py hands them to botocore). Secret: never log them."""
-        return self._aws_env
-
-    @property
-    def warnings(self) -> list[str]:
-        """Problems found while loading that do not stop the program (unknown variables)."""
-        return self._warnings
-
-    @property
-    def databases(self) -> list[str]:
-        """The database names from POSTGRES_DB (``["all"]`` stays as is; see source)."""
-        return [d.strip() for d in self.postgres_db.split(",") if d.strip()]
-
-    @property
-    def all_databases(self) -> bool:
-        return [d.lower() for d in self.databases] == ["all"]
-
-    @property
-    def dump_globals(self) -> bool:
-        if self.globals_enabled is not None:
-            return self.globals_enabled
-        return self.all_databases or len(self.databases) > 1
-
-    def password(self) -> str | None:
-        """The source password from POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE."""
-        if self.postgres_password is not None:
-            return self.postgres_password
-        if self.postgres_password_file is not None:
-            return read_secret_file(self.postgres_password_file, "POSTGRES_PASSWORD_FILE")
-        return None
-
-    @property
-    def lock_wait(self) -> timedelta:
-        """LOCK_WAIT_TIMEOUT; zero means wait forever."""
-        return parse_timeout(self.lock_wait_timeout)
-
-    def effective_compression_level(self) -> int:
-        if self.compression_level is not None:
-            return self.compression_level
-        return {Compression.GZIP: 6, Compression.ZSTD: 3, Compression.NONE: 0}[self.compression]
-
 
 def settings_from(values: dict[str, str]) -> Settings:
     """Settings from these values only: no environment, no .env (the demo, tests)."""
@@ -493,10 +442,8 @@ def settings_from(values: dict[str, str]) -> Settings:
 
 def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
     """Read the settings; turn every validation problem into one ConfigError."""
-    path = env_file if env_file is not None else Path(os.environ.get("SENTINEL_ENV_FILE", ".env"))
-    if env_file is not None and not env_file.is_file():
-        raise ConfigError(f"--env-file {env_file} does not exist", "give the path of an existing .env file")
-    file_values = dotenv_values(path, encoding="utf-8") if path.is_file() else {}
+    path = env_file_path(env_file)
+    file_values = read_env_file(path)
     from sentinel_backup.config_env import describe_error, unknown_variables  # the names come from this schema
 
     try:

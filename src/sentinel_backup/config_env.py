@@ -1,5 +1,6 @@
 """What the environment and the ``.env`` file hold besides the settings: the names the tool
-reads (from the schema), and a warning for every unknown (misspelled?) variable."""
+reads (from the schema's generated table, so no pydantic), and a warning for every unknown
+(misspelled?) variable."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import AliasChoices
-
-from sentinel_backup.config import Settings
+from sentinel_backup.config_fields import FIELDS
 
 # Variables of the tool that are not settings of the schema.
 OTHER_TOOL_VARIABLES = ("SENTINEL_ENV_FILE",)
@@ -24,21 +23,13 @@ _LIBPQ = re.compile(r"PG[A-Z]+")
 
 def tool_variables() -> list[str]:
     """Every variable name the tool reads, from the schema."""
-    names = [str(n) for field in Settings.model_fields.values()
-             for n in _aliases(field.validation_alias)]
-    return [*names, *OTHER_TOOL_VARIABLES]
+    return [*(name for spec in FIELDS for name in spec.aliases), *OTHER_TOOL_VARIABLES]
 
 
 def tool_prefixes() -> tuple[str, ...]:
     """``POSTGRES_``, ``S3_``, ``RETENTION_``, ...: the first word of every schema variable."""
     firsts = {name.split("_", 1)[0] + "_" for name in tool_variables() if "_" in name}
     return tuple(sorted(firsts - set(_SHARED_PREFIXES)))
-
-
-def _aliases(alias: Any) -> list[str]:
-    if isinstance(alias, AliasChoices):
-        return [str(c) for c in alias.choices]
-    return [str(alias)] if alias else []
 
 
 def _suggest(name: str, candidates: list[str]) -> str:
@@ -78,20 +69,9 @@ def unknown_variables(file_values: Mapping[str, str | None], environ: Mapping[st
 
 def describe_error(error: dict[str, Any]) -> str:
     """One pydantic error as ``VARIABLE: problem (got value)``; secrets are never shown."""
+    from sentinel_backup.config_lean import describe
+
     loc = error.get("loc") or ()
     name = str(loc[0]) if loc else ""
-    field = Settings.model_fields.get(name)
-    alias = field.validation_alias if field is not None else None
-    if isinstance(alias, AliasChoices):
-        variable = str(alias.choices[0])
-    elif isinstance(alias, str):
-        variable = alias
-    else:
-        variable = name or "configuration"
-    if error.get("type") == "missing":
-        return f"{variable} is required but not set"
-    value = error.get("input")
-    secret = variable.endswith(("PASSWORD", "SECRET_KEY", "URL", "URLS"))
-    shown = "" if secret or isinstance(value, dict) else f" (got {value!r})"
-    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    return f"{variable}: {message}{shown}"
+    variable = next((spec.aliases[0] for spec in FIELDS if spec.name == name), name or "configuration")
+    return describe(variable, str(error.get("type")), str(error.get("msg", "invalid")), error.get("input"))

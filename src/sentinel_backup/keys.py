@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyrage
 
 from sentinel_backup.choices import EncryptionMethod
-from sentinel_backup.config import Settings, read_private_file
+from sentinel_backup.config_values import read_private_file
 from sentinel_backup.errors import ConfigError, VerifyFailed
 from sentinel_backup.streams.crypto import _OPENSSL_PASS_MAX, AES, AGE, AesCipher, AgeCipher, Cipher
+
+if TYPE_CHECKING:  # the schema (pydantic) is not imported: the lean reader's settings serve too
+    from sentinel_backup.config import Settings
 
 
 def read_key_file(path: Path, variable: str = "ENCRYPTION_KEY_PATH") -> bytes:

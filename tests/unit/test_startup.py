@@ -17,7 +17,8 @@ PROBE = """
 import json, sys
 from sentinel_backup.cli import main
 code = main(sys.argv[1:])
-heavy = ["typer._adapters", "pydantic", "cryptography", "sentinel_backup.notify", "sentinel_backup.logical.restore",
+heavy = ["typer._adapters", "pydantic", "pydantic_settings", "typer", "cryptography",
+         "sentinel_backup.notify", "sentinel_backup.logical.restore",
          "sentinel_backup.logical.drill", "boto3", "rich"]
 print(json.dumps({"code": code, "loaded": [m for m in heavy if m in sys.modules]}))
 """
@@ -39,7 +40,7 @@ def base_env(tmp_path: Path) -> dict[str, str]:
 def test_version_and_help_load_neither_pydantic_nor_typers_adapters(tmp_path: Path) -> None:
     for args in (["--version"], ["--help"], ["check", "--help"]):
         code, loaded = loaded_by(args, base_env(tmp_path), tmp_path)
-        assert code == 0 and loaded == [], (args, loaded)
+        assert code == 0 and loaded == ["typer"], (args, loaded)
 
 
 def test_check_of_a_local_only_configuration_loads_only_what_it_uses(tmp_path: Path) -> None:
@@ -49,9 +50,29 @@ def test_check_of_a_local_only_configuration_loads_only_what_it_uses(tmp_path: P
            "POSTGRES_DB": "app", "BACKUP_DIR": str(backups), "LOG_LEVEL": "ERROR"}
     code, loaded = loaded_by(["check", "--no-progress"], env, tmp_path)
     assert code == 1  # no server on port 1: the source check is critical, the command still ran every check
-    # pydantic for the settings (pydantic-settings also imports asyncio); no encryption, webhook, drill,
-    # restore or S3 machinery, no Typer adapters
-    assert loaded == ["pydantic"], loaded
+    # the settings through the lean reader (no pydantic-settings, no settings model), no manifest model while
+    # there is no manifest to read; no encryption, webhook, drill, restore or S3 machinery, no Typer adapters
+    assert loaded == ["typer"], loaded
+
+
+def test_wal_push_and_wal_fetch_load_neither_pydantic_nor_typer(tmp_path: Path) -> None:
+    from tests.unit.test_wal_push import SYSID, segment
+
+    backups = tmp_path / "backups"
+    wal = tmp_path / "pg_wal"
+    wal.mkdir()
+    name = segment(wal).name
+    env = {**base_env(tmp_path), "POSTGRES_USER": "u", "POSTGRES_DB": "app", "BACKUP_DIR": str(backups),
+           "LOG_LEVEL": "ERROR", "COMPRESSION": "zstd"}
+    for extra in ({}, {"WAL_PUSH_ASYNC": "true", "WAL_SPOOL_DIR": str(tmp_path / "spool")}):
+        code, loaded = loaded_by(["wal-push", str(wal / name)], {**env, **extra}, tmp_path)
+        assert code == 0 and loaded == [], (extra, loaded)
+    code, loaded = loaded_by(["wal-fetch", name, str(tmp_path / "restored"), "--system-id", str(SYSID)], env, tmp_path)
+    assert code == 0 and loaded == [], loaded
+    assert (tmp_path / "restored").read_bytes() == (wal / name).read_bytes()
+    code, loaded = loaded_by(["wal-fetch", "000000010000000000000009", str(tmp_path / "absent"),
+                                   "--system-id", str(SYSID)], env, tmp_path)
+    assert code == 1 and loaded == [], loaded
 
 
 def test_every_setting_has_its_description_for_the_reference() -> None:

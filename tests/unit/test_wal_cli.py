@@ -46,3 +46,24 @@ def test_encodings(extension: str, expected: Encoding) -> None:
 def test_unknown_encoding() -> None:
     with pytest.raises(ValueError):
         encoding_of(".xz")
+
+
+def test_failures_go_through_the_one_mapping(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """cli.exit_code_for maps for the lean path too; wal-fetch turns all but absence into a fatal code."""
+    from sentinel_backup.wal import fastpath
+
+    def broken(args: object) -> int:
+        raise RuntimeError("boom")
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fastpath, "_push", broken)
+    monkeypatch.setattr(fastpath, "_fetch", broken)
+    assert main(["wal-push", "pg_wal/000000010000000000000001"]) == 1
+    assert "ERROR: internal error: RuntimeError: boom" in capsys.readouterr().err
+    assert main(["wal-fetch", "000000010000000000000001", "pg_wal/RECOVERYXLOG"]) == 200
+    monkeypatch.setattr(fastpath, "_push", interrupted)
+    assert main(["wal-push", "pg_wal/000000010000000000000001"]) == 130
+    assert "Interrupted." in capsys.readouterr().err

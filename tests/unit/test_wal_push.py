@@ -99,3 +99,58 @@ def test_different_content_under_an_archived_name_writes_nowhere(tmp_path: Path,
     with pytest.raises(WalConflict, match="already archived on s3 with different content"):
         push_file(settings, segment(other, fill=b"y"), destinations=[local, remote])
     assert stored(tmp_path / "local") == []  # nothing written, not even where the name was free
+
+
+class CountingReads:
+    """Counts the bytes read from WAL files (wraps the real ``open`` of the push module)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import builtins
+
+        from sentinel_backup.wal import push as push_module
+
+        self.read = 0
+        real_open = builtins.open
+        counter = self
+
+        class Counted:
+            def __init__(self, file: Any) -> None:
+                self.file = file
+
+            def read(self, size: int = -1) -> bytes:
+                data: bytes = self.file.read(size)
+                counter.read += len(data)
+                return data
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.file, name)
+
+        def counted_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            file = real_open(path, mode, *args, **kwargs)
+            return Counted(file) if "r" in mode and str(path).split("/")[-1].startswith("0000") else file
+
+        monkeypatch.setattr(push_module, "open", counted_open, raising=False)
+
+
+@pytest.mark.parametrize("spill", [64 << 20, 4096])  # in memory, and through a temporary file
+def test_a_push_reads_the_file_once_and_stores_exactly_those_bytes(
+        tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch, spill: int) -> None:
+    import hashlib
+
+    import zstandard
+
+    from sentinel_backup.wal import push as push_module
+
+    monkeypatch.setattr(push_module, "SPILL", spill)
+    counter = CountingReads(monkeypatch)
+    path = segment(tmp_path, fill=b"w")
+    local, remote = Flaky(tmp_path / "local", "local"), Flaky(tmp_path / "remote", "s3")
+    result = push_file(settings, path, destinations=[local, remote])
+    assert counter.read == MB  # one pass: hashed and compressed from the same read
+    data = path.read_bytes()
+    assert result.file.sha256 == hashlib.sha256(data).hexdigest()
+    (key,) = stored(tmp_path / "local")
+    assert stored(tmp_path / "remote") == [key] and result.stored == {"local": key, "s3": key}
+    assert f".{result.file.sha256}." in key
+    for folder in (tmp_path / "local", tmp_path / "remote"):
+        assert zstandard.ZstdDecompressor().decompressobj().decompress((folder / key).read_bytes()) == data

@@ -28,6 +28,8 @@ def test_spool_then_ship_in_order(tmp_path: Path) -> None:
     assert [item.name for item in spool.pending(root)] == [NAME, later]
     assert all(item.system_id == str(SYSID) for item in spool.pending(root))
     assert not [p for p in (root / "push").rglob(".*")]  # no temporary file left
+    for name in (NAME, later):  # the kernel's copy is the file, byte for byte
+        assert (root / "push" / str(SYSID) / name).read_bytes() == (sources / name).read_bytes()
 
     settings = settings_from({"POSTGRES_USER": "u", "POSTGRES_DB": "d", "BACKUP_DIR": str(tmp_path / "archive"),
                               "WAL_PUSH_ASYNC": "true", "WAL_SPOOL_DIR": str(root)})
@@ -46,3 +48,48 @@ def test_different_content_under_a_spooled_name_is_refused(tmp_path: Path) -> No
     with pytest.raises(WalConflict, match="already spooled"):
         spool.spool_push(root, segment(second, fill=b"y"))
     assert len(spool.pending(root)) == 1
+
+
+def test_the_shipper_ships_two_at_a_time_and_removes_in_order(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first of a pair fails: it stays, and so does the second although it was stored (removal
+    in name order); once the destination is back both go, the second found by its hash."""
+    import threading
+
+    from sentinel_backup.wal import push as push_module
+
+    root = tmp_path / "spool"
+    sources = tmp_path / "pg_wal"
+    sources.mkdir()
+    names = [f"00000001000000000000000{n}" for n in (6, 7, 8)]
+    for name in names:
+        spool.spool_push(root, segment(sources, name))
+    settings = settings_from({"POSTGRES_USER": "u", "POSTGRES_DB": "d", "BACKUP_DIR": str(tmp_path / "archive"),
+                              "WAL_PUSH_ASYNC": "true", "WAL_SPOOL_DIR": str(root)})
+    real_push = push_module.push_file
+    both_in_flight = threading.Barrier(2, timeout=60)
+    calls: list[str] = []
+    failing = {names[0]}
+
+    def push_file(settings: object, path: Path, **kwargs: object) -> object:
+        calls.append(path.name)
+        if len(calls) <= 2:
+            both_in_flight.wait()  # the first two run side by side, or this times out and breaks
+        if path.name in failing:
+            from sentinel_backup.errors import StorageError
+
+            raise StorageError("s3: connection refused")
+        return real_push(settings, path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(push_module, "push_file", push_file)
+    shipper = spool.Shipper(settings)
+    monkeypatch.setattr(shipper._stop, "wait", lambda seconds: shipper._stop.set())  # stop instead of pausing
+    assert shipper.run() == 0
+    assert sorted(calls) == names[:2]
+    assert [item.name for item in spool.pending(root)] == names  # nothing removed out of order
+    assert any(p.name.startswith(names[1]) for p in (tmp_path / "archive" / "wal").rglob("*"))
+
+    failing.clear()
+    calls.clear()
+    assert spool.Shipper(settings).run() == 3
+    assert spool.pending(root) == [] and sorted(calls[:2]) == names[:2] and calls[2] == names[2]

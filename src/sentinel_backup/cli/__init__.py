@@ -34,6 +34,22 @@ def report(exc: SentinelError) -> int:
     return exc.exit_code
 
 
+def exit_code_for(exc: BaseException) -> int:
+    """The one mapping of a failure to its output (stderr) and exit code: a user error as its
+    message and hint, an interruption as 130, anything else as an internal error (exit 1).
+    ``main`` and the lean WAL path (``wal.fastpath``) both end here."""
+    if isinstance(exc, SentinelError):
+        return report(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    if _debug():
+        traceback.print_exception(exc)
+    print(f"ERROR: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print("HINT: run again with LOG_LEVEL=DEBUG for the traceback, and report it", file=sys.stderr)
+    return EXIT_FAILURE
+
+
 def main(argv: list[str] | None = None) -> int:
     from sentinel_backup.wal import fastpath
 
@@ -48,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=args, prog_name="sentinel-backup", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
-    except SentinelError as exc:
-        return report(exc)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
@@ -62,15 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"ERROR: {exc.message}", file=sys.stderr)
         return int(getattr(exc, "exit_code", EXIT_USAGE)) or EXIT_USAGE
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if _debug():
-            traceback.print_exc()
-        print(f"ERROR: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("HINT: run again with LOG_LEVEL=DEBUG for the traceback, and report it", file=sys.stderr)
-        return EXIT_FAILURE
+    except (Exception, KeyboardInterrupt) as exc:  # SentinelError included
+        return exit_code_for(exc)
 
 
 def __getattr__(name: str) -> Any:
@@ -87,4 +94,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["app", "main", "report", "typer"]
+__all__ = ["app", "exit_code_for", "main", "report", "typer"]

@@ -71,16 +71,21 @@ class State:
         """Output that --quiet never holds back (the monitoring-plugin line of check --nagios)."""
         typer.echo(text, file=self._stdout or sys.stdout)
 
-    def settings(self, *, machine_output: bool = False) -> Settings:
+    def settings(self, *, machine_output: bool = False, lean: bool = False) -> Settings:
         """The settings, loaded once; logging set up from them. With ``machine_output``
-        (``--json``), log lines go to stderr so stdout holds only the document."""
+        (``--json``), log lines go to stderr so stdout holds only the document. ``lean``: read
+        without pydantic (config_lean: the same values and messages), for commands whose
+        start-up counts (check)."""
         if self._settings is None:
-            from sentinel_backup.config import (
-                load_settings,  # the schema (pydantic) loads only for commands that need it
-            )
+            named = {"SERVER_NAME": self.server_name} if self.server_name is not None else {}  # --env-dir
+            if lean:
+                from sentinel_backup.config_lean import load_lean
 
-            named = {"SERVER_NAME": self.server_name} if self.server_name is not None else {}
-            self._settings = load_settings(self.env_file, **named)
+                self._settings = load_lean(self.env_file, **named)
+            else:  # the schema (pydantic) loads only for commands that need it
+                from sentinel_backup.config import load_settings
+
+                self._settings = load_settings(self.env_file, **named)
             # --quiet: warnings and errors go to stderr, past the held-back command output (see command())
             log.setup(self._settings.log_level, self._settings.log_format, self._settings.log_file,
                       to_stderr=machine_output or self.quiet, quiet=self.quiet,

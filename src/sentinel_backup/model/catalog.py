@@ -25,21 +25,14 @@ from typing import TYPE_CHECKING, Any
 from sentinel_backup import log
 from sentinel_backup.errors import ConfigError, NotFound, SentinelError, UnknownName
 from sentinel_backup.model.layout import BASE_ROOT, SERVERS_ROOT, handle_for, split_logical
-from sentinel_backup.model.manifest import (
-    DRILL_SUFFIX,
-    MANIFEST_SUFFIX,
-    CompressionInfo,
-    EncryptionInfo,
-    Manifest,
-    is_legacy_name,
-    parse_legacy_name,
-)
+from sentinel_backup.model.names import DRILL_SUFFIX, MANIFEST_SUFFIX, is_legacy_name, parse_legacy_name
 from sentinel_backup.model.pin import PIN_SUFFIX, Pin
 from sentinel_backup.model.pin import read as read_pin
 from sentinel_backup.storage.base import ObjectInfo, Storage
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the manifest model (pydantic) loads when a manifest is read, not to list an empty folder
     from sentinel_backup.config import Settings
+    from sentinel_backup.model.manifest import Manifest
 
 logger = log.get("catalog")
 UNKNOWN_DATABASE = "(unknown)"
@@ -194,6 +187,8 @@ def scan(destinations: list[Storage], *, strict: bool = True, legacy: bool = Fal
             continue
         for key in sorted(k for k in objects if k.endswith(MANIFEST_SUFFIX)):
             try:
+                from sentinel_backup.model.manifest import Manifest
+
                 manifest = Manifest.from_json(storage.read_bytes(key), f"{storage.name}:{key}")
             except SentinelError as exc:
                 logger.warning(f"Skipping {storage.name}:{key}: {exc.message}")
@@ -239,6 +234,8 @@ def legacy_manifest(info: ObjectInfo, database: str | None = None) -> Manifest:
     """What is known of a shell-version file, in the shape of a manifest: name, time (from the
     name, else the file's mtime), stored size, gzip, AES when it ends in ``.enc``. Unknown: the
     SHA-256 (empty), the raw size (0), the row counts (None). Never written anywhere."""
+    from sentinel_backup.model.manifest import CompressionInfo, EncryptionInfo, Manifest
+
     db, moment = parse_legacy_name(info.key)
     created = moment or info.modified
     encrypted = info.key.endswith(".enc")

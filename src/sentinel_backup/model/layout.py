@@ -86,6 +86,19 @@ def check_server(name: str) -> str:
     return name
 
 
+def server_setting(value: object) -> object:
+    """SERVER_NAME as the settings readers validate it (``config`` and ``config_lean``): stripped,
+    a ValueError with the rule when it is no server name."""
+    name = value.strip() if isinstance(value, str) else value
+    if isinstance(name, str):
+        try:
+            check_server(name)
+        except ValueError:
+            raise ValueError("must be one safe path segment: letters, digits, `_`, `.` or `-`, up to 63, starting"
+                             " with a letter or digit, and not `all` (e.g. db1 or pg-eu.prod)") from None
+    return name
+
+
 def logical_folder(server: str) -> str:
     """The folder of a server's logical backups: the root ("") for the unnamed server."""
     return f"{SERVERS_ROOT}/{check_server(server)}/" if server else ""

@@ -20,14 +20,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from sentinel_backup.config import Settings
 from sentinel_backup.errors import SourceError
 from sentinel_backup.logical.lockwait import LockWatcher, lock_tables
 from sentinel_backup.logical.selection import DumpSelection, selection_sql, sql_literal
 from sentinel_backup.pg.child import StderrCollector, source_error
 from sentinel_backup.pg.tools import ToolChoice, check_container, choose_local, layout_dirs
+
+if TYPE_CHECKING:  # the schema (pydantic) is not imported: the lean reader's settings serve too
+    from sentinel_backup.config import Settings
 
 _TOOLS = {"pg_dump", "pg_dumpall", "psql", "pg_restore", "pg_basebackup"}
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from sentinel_backup.choices import Compression
-from sentinel_backup.config import Settings
 from sentinel_backup.errors import Interrupted, SentinelError, VerifyFailed
 from sentinel_backup.keys import cipher_for_manifest
 from sentinel_backup.model.check import Check
@@ -29,6 +28,9 @@ from sentinel_backup.streams.base import Handoff, NullSink, Sink, pump
 from sentinel_backup.streams.compress import decompressor
 from sentinel_backup.streams.crypto import Cipher
 from sentinel_backup.streams.digest import Digest
+
+if TYPE_CHECKING:  # the schema (pydantic) is not imported: the lean reader's settings serve too
+    from sentinel_backup.config import Settings
 
 Progress = Callable[[int], None]
 

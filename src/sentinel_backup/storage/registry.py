@@ -6,12 +6,13 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from sentinel_backup.config import Settings, read_secret_file
+from sentinel_backup.config_values import read_secret_file
 from sentinel_backup.errors import ConfigError
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.storage.local import LocalStorage
 
 if TYPE_CHECKING:  # boto3 takes a second to import: only when S3 or MinIO is used
+    from sentinel_backup.config import Settings
     from sentinel_backup.storage.s3 import S3Config, S3Storage
 
 NAMES = ("local", "s3", "minio")

@@ -13,15 +13,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sentinel_backup import log
-from sentinel_backup.config import Settings
+
+if TYPE_CHECKING:  # the schema (pydantic) is not imported: the lean reader's settings serve too
+    from sentinel_backup.config import Settings
 
 _log = log.get("wal")
 STATE_NAME = ".sentinel-wal-alert.json"
 REPEAT = timedelta(hours=1)
+_STATE_LOCK = threading.Lock()  # the shipper pushes two files at once: one read-modify-write of the state at a time
 
 
 def state_path(settings: Settings) -> Path:
@@ -37,7 +42,7 @@ def _read(path: Path) -> dict[str, str]:
 
 
 def _write(path: Path, data: dict[str, str]) -> None:
-    temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         temp.write_text(json.dumps(data))
@@ -58,6 +63,11 @@ def _send(settings: Settings, kind: str, error: str | None, counts: dict[str, in
 
 def archive_failed(settings: Settings, name: str, error: str, now: datetime | None = None) -> bool:
     """Record a failed push; notify unless people were told within the hour. True when notified."""
+    with _STATE_LOCK:
+        return _archive_failed(settings, name, error, now)
+
+
+def _archive_failed(settings: Settings, name: str, error: str, now: datetime | None) -> bool:
     now = now or datetime.now(UTC)
     path = state_path(settings)
     state = _read(path)
@@ -74,6 +84,11 @@ def archive_failed(settings: Settings, name: str, error: str, now: datetime | No
 
 def archive_succeeded(settings: Settings) -> bool:
     """After a successful push: announce the recovery when archiving had been failing."""
+    with _STATE_LOCK:
+        return _archive_succeeded(settings)
+
+
+def _archive_succeeded(settings: Settings) -> bool:
     path = state_path(settings)
     if not path.exists():
         return False

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentinel_backup.checks import CRITICAL, OK, WARNING, CheckResult, Perf, age_text
-from sentinel_backup.config import Settings, parse_duration
+from sentinel_backup.config_values import parse_duration
 from sentinel_backup.errors import SentinelError
 from sentinel_backup.model.layout import WAL_ROOT, check_system_id, handle_for
 from sentinel_backup.pg.source import Source
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.wal.segment import is_segment, missing_segments
+
+if TYPE_CHECKING:  # the schema (pydantic) is not imported: the lean reader's settings serve too
+    from sentinel_backup.config import Settings
 
 SPOOL_WARN_AGE = "15m"  # async backlog age that warns when MAX_WAL_AGE is not set
 

@@ -21,14 +21,17 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sentinel_backup import log
-from sentinel_backup.config import Settings
 from sentinel_backup.errors import SentinelError, VerifyFailed
 from sentinel_backup.model.layout import Handle, is_wal_name
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.streams.base import CHUNK, Sink
 from sentinel_backup.wal.archive import encoding_of, stored_copies
+
+if TYPE_CHECKING:  # the schema (pydantic) is not imported: the lean reader's settings serve too
+    from sentinel_backup.config import Settings
 
 _log = log.get("wal")
 

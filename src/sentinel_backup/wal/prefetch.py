@@ -17,13 +17,16 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sentinel_backup import log
-from sentinel_backup.config import Settings
 from sentinel_backup.errors import SentinelError
 from sentinel_backup.private import fsync_dir
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.wal.segment import LONG_HEADER_SIZE, is_segment, parse_header, segment_name, segment_number
+
+if TYPE_CHECKING:  # the schema (pydantic) is not imported: the lean reader's settings serve too
+    from sentinel_backup.config import Settings
 
 _log = log.get("wal")
 FOLDER = "prefetch"

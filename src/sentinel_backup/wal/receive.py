@@ -21,12 +21,15 @@ import subprocess
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from sentinel_backup import log
-from sentinel_backup.config import Settings
 from sentinel_backup.errors import ConfigError, SentinelError, SourceError
 from sentinel_backup.model.layout import is_wal_name
 from sentinel_backup.pg.source import Source, source_error
+
+if TYPE_CHECKING:  # the schema (pydantic) is not imported: the lean reader's settings serve too
+    from sentinel_backup.config import Settings
 
 _log = log.get("wal")
 POLL_SECONDS = 1.0

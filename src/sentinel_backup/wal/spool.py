@@ -5,9 +5,9 @@ With WAL_PUSH_ASYNC=true, ``wal-push`` copies the WAL file into
 of the folder) and returns 0: the file is durable on the spool's disk, so PostgreSQL may
 recycle it. That disk must not be the one pg_wal is on, or losing that disk loses both.
 
-The shipper (``wal-ship``) pushes spooled files in name order (timeline, then position)
-through the synchronous path to every destination, and removes each one only once it is
-durable everywhere. ``wal-push`` starts a shipper when none runs (a flock on
+The shipper (``wal-ship``) pushes spooled files in name order (timeline, then position),
+two at a time, through the synchronous path to every destination, and removes each one, in
+name order, only once it is durable everywhere. ``wal-push`` starts a shipper when none runs (a flock on
 ``WAL_SPOOL_DIR/shipper.lock`` tells); one that finds the lock taken exits at once. A
 shipper exits when the spool is empty; after releasing its lock it looks once more, so a
 file spooled while it was finishing is never left behind. A failing destination is
@@ -35,9 +35,9 @@ from sentinel_backup import log
 from sentinel_backup.errors import ConfigError, SentinelError
 from sentinel_backup.model.layout import is_wal_name
 from sentinel_backup.private import fsync_dir
-from sentinel_backup.streams.base import CHUNK
+from sentinel_backup.streams.base import CHUNK, NullSink
 from sentinel_backup.wal.archive import WalConflict
-from sentinel_backup.wal.push import identify
+from sentinel_backup.wal.push import opened
 
 if TYPE_CHECKING:  # asynchronous wal-push spools without the settings schema (see wal.fastpath)
     from sentinel_backup.config import Settings
@@ -46,6 +46,7 @@ _log = log.get("wal")
 PUSH_FOLDER = "push"
 LOCK_NAME = "shipper.lock"
 FIRST_PAUSE, LONGEST_PAUSE = 5.0, 60.0
+AT_ONCE = 2  # files shipped side by side (bounded: two compressions and uploads in flight)
 
 
 def spool_root(settings: Settings) -> Path:
@@ -71,37 +72,35 @@ def _sha256(path: Path) -> str:
 
 
 def spool_push(root: Path, path: Path, *, system_id: str | None = None, env_file: str | None = None) -> Path:
-    """Copy ``path`` durably into the spool ``root`` (WAL_SPOOL_DIR), then make sure a shipper
-    runs. The spooled path."""
-    wal = identify(path, system_id=system_id)
-    folder = root / PUSH_FOLDER / wal.system_id
-    _make_dir(folder)
-    target = folder / wal.name
-    if target.exists():
-        if _sha256(target) != wal.sha256:
-            raise WalConflict(f"{wal.name} is already spooled in {folder} with different content",
-                              "two clusters share WAL_SPOOL_DIR, or pg_wal is damaged: investigate before"
-                              " archiving goes on")
-    else:
-        temp = folder / f".{wal.name}.spooling"
-        digest = hashlib.sha256()
-        try:
-            with open(path, "rb") as source, open(temp, "wb") as out:
-                while chunk := source.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            if digest.hexdigest() != wal.sha256:
-                raise SentinelError(f"{path} changed while it was spooled", "nothing was spooled; PostgreSQL retries")
-            os.replace(temp, target)
-            fsync_dir(folder)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise SentinelError(f"cannot spool {wal.name} in {folder}: {exc.strerror}",
-                                "check free space and permissions of WAL_SPOOL_DIR; PostgreSQL retries") from None
-        _log.info("spooled %s for shipping", wal.name)
+    """Copy ``path`` durably into the spool ``root`` (WAL_SPOOL_DIR) in one pass (by the kernel
+    where it can), then make sure a shipper runs. The spooled path."""
+    with opened(path, system_id=system_id) as source:
+        folder = root / PUSH_FOLDER / source.system_id
+        _make_dir(folder)
+        target = folder / source.name
+        if target.exists():
+            if _sha256(target) != source.hashed_into(NullSink()).sha256:
+                raise WalConflict(f"{source.name} is already spooled in {folder} with different content",
+                                  "two clusters share WAL_SPOOL_DIR, or pg_wal is damaged: investigate before"
+                                  " archiving goes on")
+        else:
+            temp = folder / f".{source.name}.spooling"
+            try:
+                with open(temp, "wb") as out:
+                    source.copy_to(out)  # no hash: the spool's name is the WAL name; the shipper hashes
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temp, target)
+                fsync_dir(folder)
+            except BaseException as exc:
+                with contextlib.suppress(OSError):
+                    temp.unlink()
+                if isinstance(exc, OSError):
+                    raise SentinelError(f"cannot spool {source.name} in {folder}: {exc.strerror}",
+                                        "check free space and permissions of WAL_SPOOL_DIR; PostgreSQL retries") \
+                        from None
+                raise
+            _log.info("spooled %s for shipping", source.name)
     ensure_shipper(root, env_file)
     return target
 
@@ -184,26 +183,40 @@ class Shipper:
         return shipped
 
     def _ship_all(self) -> int:
+        """Ship the oldest ``AT_ONCE`` files side by side (compression and uploads overlap), then
+        remove them from the spool in name order, each only once every destination holds it; the
+        first failure keeps it and every later one (a later one already stored is found there,
+        by its hash, on the next try)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from sentinel_backup.storage.registry import build_destinations
         from sentinel_backup.wal.push import push_file
 
         destinations = build_destinations(self.settings)
         shipped = 0
         pause = FIRST_PAUSE
-        while not self._stop.is_set():
-            files = pending(self.root)
-            if not files:
-                return shipped
-            item = files[0]
+
+        def ship(item: Spooled) -> SentinelError | None:
             try:
                 push_file(self.settings, item.path, system_id=item.system_id, destinations=destinations)
             except SentinelError as exc:
-                _log.error("wal-ship: %s stays in the spool: %s; retrying in %.0f s", item.name, exc.message, pause)
-                self._stop.wait(pause)
-                pause = min(pause * 2, LONGEST_PAUSE)
-                continue
-            pause = FIRST_PAUSE
-            item.path.unlink()
-            fsync_dir(item.path.parent)
-            shipped += 1
+                return exc
+            return None
+
+        with ThreadPoolExecutor(AT_ONCE, thread_name_prefix="wal-ship") as pool:
+            while not self._stop.is_set():
+                batch = pending(self.root)[:AT_ONCE]
+                if not batch:
+                    return shipped
+                for item, failure in zip(batch, list(pool.map(ship, batch)), strict=True):
+                    if failure is not None:
+                        _log.error("wal-ship: %s stays in the spool: %s; retrying in %.0f s", item.name,
+                                   failure.message, pause)
+                        self._stop.wait(pause)
+                        pause = min(pause * 2, LONGEST_PAUSE)
+                        break
+                    pause = FIRST_PAUSE
+                    item.path.unlink()
+                    fsync_dir(item.path.parent)
+                    shipped += 1
         return shipped

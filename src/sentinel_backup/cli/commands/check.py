@@ -32,7 +32,7 @@ def check(
     if nagios:
         return _nagios(ctx)
     from sentinel_backup.checks import overall_exit, run_checks
-    settings = state(ctx).settings(machine_output=as_json)
+    settings = state(ctx).settings(machine_output=as_json, lean=True)
     results = run_checks(settings)
     code = overall_exit(results)
     if as_json:
@@ -48,7 +48,7 @@ def _nagios(ctx: typer.Context) -> int:
     """Whatever happens, one line on stdout and a plugin exit code (logs go to stderr)."""
     from sentinel_backup.checks import nagios_report, nagios_unknown, run_checks
     try:
-        line, code = nagios_report(run_checks(state(ctx).settings(machine_output=True)))
+        line, code = nagios_report(run_checks(state(ctx).settings(machine_output=True, lean=True)))
     except SentinelError as exc:
         line, code = nagios_unknown(exc.describe())
     except Exception as exc:  # a plugin must never exit with a code the monitor misreads
