@@ -143,6 +143,9 @@ class Settings(SettingsDerived, BaseSettings):
     drill_pitr_marker: bool = Field(True, validation_alias=_env("DRILL_PITR_MARKER"))
     """Physical drills write two marker rows on the source (schema `sentinel_drill`) and a named restore point, and
     prove recovery reaches the point between them. `false` for servers where the tool may not write."""
+    drill_amcheck: bool = Field(False, validation_alias=_env("DRILL_AMCHECK"))
+    """Physical drills also run `pg_amcheck` (heap tables and B-tree indexes of every database) on the scratch server;
+    corruption fails the drill. Needs PostgreSQL 14+ contrib (pg_amcheck, the amcheck extension) where drills run."""
 
     # --- encryption -------------------------------------------------------------
     encrypt_enabled: bool = Field(False, validation_alias=_env("ENCRYPT_ENABLED"))

@@ -46,6 +46,7 @@ EXAMPLES: dict[str, str] = {
     "BACKUP_MODE": "physical", "PHYSICAL_CHECKPOINT": "spread", "PHYSICAL_SPOOL_DIR": "/var/tmp/sentinel-spool",
     "PHYSICAL_INCREMENTAL": "true", "PHYSICAL_FULL_EVERY": "7d", "PHYSICAL_MAX_INCREMENTALS": "6",
     "DRILL_PITR_MARKER": "false",
+    "DRILL_AMCHECK": "true",
     "ENCRYPT_ENABLED": "true",
     "ENCRYPTION_METHOD": "age", "ENCRYPTION_KEY_PATH": "/etc/sentinel/backup.key",
     "AGE_RECIPIENTS": "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",

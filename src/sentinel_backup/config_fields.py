@@ -55,6 +55,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec('physical_full_every', ('PHYSICAL_FULL_EVERY',), 'str', optional=True, before=('_empty_optional',), after=('_full_every',)),
     FieldSpec('physical_max_incrementals', ('PHYSICAL_MAX_INCREMENTALS',), 'int', optional=True, ge=1, before=('_empty_optional',)),
     FieldSpec('drill_pitr_marker', ('DRILL_PITR_MARKER',), 'bool', default=True),
+    FieldSpec('drill_amcheck', ('DRILL_AMCHECK',), 'bool', default=False),
     FieldSpec('encrypt_enabled', ('ENCRYPT_ENABLED',), 'bool', default=False),
     FieldSpec('encryption_method', ('ENCRYPTION_METHOD',), 'enum:EncryptionMethod', default='aes-256-cbc', before=('_lower',)),
     FieldSpec('encryption_key_path', ('ENCRYPTION_KEY_PATH',), 'path', optional=True, before=('_empty_optional',)),

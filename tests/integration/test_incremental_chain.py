@@ -2,7 +2,11 @@
 real ``wal-push``): full, changes, incremental, more changes, incremental; restores of the chain
 through ``pg_combinebackup`` to the latest point and to a time between the two incrementals,
 each started as a real server and counted exactly; a deleted or corrupt chain member refused
-before anything is written; the clear refusal on PostgreSQL 15."""
+before anything is written; the clear refusal on PostgreSQL 15.
+
+The chain is built once per module on one archiving cluster (``built_chain``); a test that only
+reads it, or puts back what it damages, uses it as it is (``chain``), and a test that adds or
+prunes backups works on a private copy of its BACKUP_DIR (``chain_copy``)."""
 
 from __future__ import annotations
 
@@ -42,11 +46,11 @@ def backup(archive: ArchivingCluster, *args: str) -> None:
     assert done.code == 0, done.output
 
 
-@pytest.fixture
-def chain(archiving_cluster18: Callable[..., ArchivingCluster]) -> tuple[ArchivingCluster, str]:
+@pytest.fixture(scope="module")
+def built_chain(shared_archiving18: ArchivingCluster) -> tuple[ArchivingCluster, str]:
     """full (1..1000), incremental (..2000), incremental (..3000, then 3001..3500 only archived);
     returns the archive and a time between the two incrementals (2000 rows, before 2001..2500)."""
-    archive = archiving_cluster18()
+    archive = shared_archiving18
     archive.psql("CREATE TABLE items(id int primary key, note text)")
     insert(archive, 1, 1000)
     backup(archive, "--physical")
@@ -61,6 +65,25 @@ def chain(archiving_cluster18: Callable[..., ArchivingCluster]) -> tuple[Archivi
     insert(archive, 3001, 3500)
     archive.wait_archived(archive.switch())
     return archive, moment
+
+
+@pytest.fixture
+def chain(built_chain: tuple[ArchivingCluster, str]) -> tuple[ArchivingCluster, str]:
+    """The module's chain, for a test that leaves it as it found it."""
+    return built_chain
+
+
+@pytest.fixture
+def chain_copy(built_chain: tuple[ArchivingCluster, str], tmp_path: Path) -> tuple[ArchivingCluster, str]:
+    """The module's chain with a private copy of its BACKUP_DIR (backups and WAL archive), for a
+    test that adds or removes backups; the server is the same."""
+    archive, moment = built_chain
+    folder = tmp_path / "backups"
+    shutil.copytree(archive.backup_dir, folder, ignore=shutil.ignore_patterns(".*"))  # no temporary files
+    copy = ArchivingCluster(archive.tool, archive.folder, archive.env_file, {**archive.values,
+                                                                             "BACKUP_DIR": str(folder)})
+    copy.cluster = archive.cluster
+    return copy, moment
 
 
 def test_chain_backup_list_and_restores(chain: tuple[ArchivingCluster, str], wal_tool: WalTool,
@@ -98,15 +121,21 @@ def test_a_missing_or_corrupt_member_is_refused_before_anything_is_written(
     data[len(data) // 2] ^= 0xFF
     original = artifact.read_bytes()
     artifact.write_bytes(bytes(data))
-    refused = cli(archive.values, "restore", "--physical", "latest", "--pgdata", str(work / "corrupt"),
-                  "--tool-command", " ".join(wal_tool.argv))
+    try:
+        refused = cli(archive.values, "restore", "--physical", "latest", "--pgdata", str(work / "corrupt"),
+                      "--tool-command", " ".join(wal_tool.argv))
+    finally:
+        artifact.write_bytes(original)
     assert refused.code != 0 and f"chain member {middle['id']}" in refused.stderr, refused.output
     assert "Traceback" not in refused.output and not (work / "corrupt").exists()
 
-    artifact.write_bytes(original)
-    artifact.unlink()
-    refused = cli(archive.values, "restore", "--physical", "latest", "--pgdata", str(work / "missing"),
-                  "--tool-command", " ".join(wal_tool.argv))
+    aside = artifact.with_name(f".aside-{artifact.name}")
+    artifact.rename(aside)
+    try:
+        refused = cli(archive.values, "restore", "--physical", "latest", "--pgdata", str(work / "missing"),
+                      "--tool-command", " ".join(wal_tool.argv))
+    finally:
+        aside.rename(artifact)
     assert refused.code != 0 and f"chain member {middle['id']} is missing" in refused.stderr, refused.output
     assert not (work / "missing").exists()
     assert not list(Path(tempfile.gettempdir()).glob("sentinel-combine-*"))
@@ -145,8 +174,8 @@ def cluster15() -> Iterator[TempCluster]:
         yield pg
 
 
-def test_retention_removes_a_chain_whole_newest_first(chain: tuple[ArchivingCluster, str]) -> None:
-    archive, _ = chain
+def test_retention_removes_a_chain_whole_newest_first(chain_copy: tuple[ArchivingCluster, str]) -> None:
+    archive, _ = chain_copy
     old = [e["id"] for e in cli(archive.values, "list", "--json").json()]
     backup(archive, "--physical")  # a new chain (a full backup)
     env = {**archive.values, "RETENTION_KEEP_LAST": "1"}
@@ -162,8 +191,8 @@ def test_retention_removes_a_chain_whole_newest_first(chain: tuple[ArchivingClus
     assert not [p for p in (archive.backup_dir / "basebackups").rglob("*") if any(s in p.name for s in stamps)]
 
 
-def test_an_unreadable_parent_manifest_gives_a_full_backup(chain: tuple[ArchivingCluster, str]) -> None:
-    archive, _ = chain
+def test_an_unreadable_parent_manifest_gives_a_full_backup(chain_copy: tuple[ArchivingCluster, str]) -> None:
+    archive, _ = chain_copy
     newest = cli(archive.values, "list", "--json").json()[0]
     (archive.backup_dir / newest["physical"]["backup_manifest"]).unlink()
     time.sleep(1.1)

@@ -2,7 +2,11 @@
 ``verify --restore`` restores the chain into a scratch server and recovers to a restore point the
 drill created between its two markers. Drills that pass, and drills that fail for the right
 reason: a WAL segment removed from the archive (a gap), a corrupt base backup, a restore point
-never reached (the archiver stopped working)."""
+never reached (the archiver stopped working).
+
+One archiving cluster and its two backups serve the whole module (``backed_up``, built once);
+a test that damages something (a WAL segment, a base backup, the archive_command, a role) puts
+it back, so that the tests pass in any order."""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,10 +29,10 @@ def scratch_left() -> list[Path]:
     return list(Path(tempfile.gettempdir()).glob("sentinel-drill-*"))
 
 
-@pytest.fixture
-def backed_up(archiving_cluster18: Callable[..., ArchivingCluster]) -> ArchivingCluster:
+@pytest.fixture(scope="module")
+def backed_up(shared_archiving18: ArchivingCluster) -> ArchivingCluster:
     """A full and an incremental backup, rows after each, archived."""
-    archive = archiving_cluster18()
+    archive = shared_archiving18
     archive.psql("CREATE TABLE items(id int primary key); INSERT INTO items SELECT generate_series(1, 500)")
     archive.psql("CREATE DATABASE second; ")
     archive.psql("CREATE TABLE other(x int); INSERT INTO other VALUES (1)", "second")
@@ -78,8 +81,12 @@ def test_a_gap_in_the_archive_fails_the_drill(backed_up: ArchivingCluster, wal_t
     folder = archive.backup_dir / "wal" / archive.system_id() / start[:8]
     segments = sorted(p for p in folder.iterdir() if p.name[:24] > start and len(p.name.split(".")[0]) == 24
                       and ".backup." not in p.name)
-    segments[0].unlink()
-    result = drill(archive, wal_tool)
+    aside = segments[0].with_name(f".aside-{segments[0].name}")
+    segments[0].rename(aside)
+    try:
+        result = drill(archive, wal_tool)
+    finally:
+        aside.rename(segments[0])
     assert result.code == 1 and "FAILED" in result.stdout and "has a gap" in result.stdout, result.output
     assert segments[0].name[:24] in result.stdout
     assert scratch_left() == []
@@ -89,10 +96,14 @@ def test_a_corrupt_base_backup_fails_the_drill(backed_up: ArchivingCluster, wal_
     archive = backed_up
     root = cli(archive.values, "list", "--json").json()[-1]
     artifact = archive.backup_dir / root["artifact"]
-    data = bytearray(artifact.read_bytes())
+    original = artifact.read_bytes()
+    data = bytearray(original)
     data[len(data) // 3] ^= 0x55
     artifact.write_bytes(bytes(data))
-    result = drill(archive, wal_tool)
+    try:
+        result = drill(archive, wal_tool)
+    finally:
+        artifact.write_bytes(original)
     assert result.code == 1 and "FAILED" in result.stdout, result.output
     assert f"chain member {root['id']}" in result.stdout
     assert scratch_left() == []
@@ -101,8 +112,12 @@ def test_a_corrupt_base_backup_fails_the_drill(backed_up: ArchivingCluster, wal_
 
 def test_a_restore_point_never_reached_fails_the_drill(backed_up: ArchivingCluster, wal_tool: WalTool) -> None:
     archive = backed_up
+    command = archive.psql("SHOW archive_command").replace("'", "''")
     archive.psql("ALTER SYSTEM SET archive_command = '/bin/false'; SELECT pg_reload_conf()")
-    result = drill(archive, wal_tool)
+    try:
+        result = drill(archive, wal_tool)
+    finally:
+        archive.psql(f"ALTER SYSTEM SET archive_command = '{command}'; SELECT pg_reload_conf()")
     assert result.code == 1 and "FAILED" in result.stdout, result.output
     assert "was never reached" in result.stdout
     assert scratch_left() == []
@@ -179,9 +194,72 @@ def test_drill_job_of_drill_schedule_drills_the_newest_physical_backup(
 def test_a_role_that_may_not_write_the_marker_is_told_how_to_proceed(backed_up: ArchivingCluster,
                                                                      wal_tool: WalTool) -> None:
     archive = backed_up
+    def markers() -> str:  # the marker schema exists if an earlier drill of this cluster made it
+        if archive.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'sentinel_drill'") == "0":
+            return "no schema"
+        return archive.psql("SELECT coalesce(string_agg(m::text, ',' ORDER BY m::text), '')"
+                            " FROM sentinel_drill.marker m")
+
+    before = markers()
     archive.psql("CREATE ROLE reader LOGIN PASSWORD 'reader-pw'")
-    result = drill(archive, wal_tool, env={"POSTGRES_USER": "reader", "POSTGRES_PASSWORD": "reader-pw"})
+    try:
+        result = drill(archive, wal_tool, env={"POSTGRES_USER": "reader", "POSTGRES_PASSWORD": "reader-pw"})
+    finally:
+        archive.psql("DROP ROLE reader")
     assert result.code == 1 and "FAILED" in result.stdout, result.output
     assert "marker could not be written" in result.stdout and "DRILL_PITR_MARKER=false" in result.stdout
-    assert archive.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'sentinel_drill'") == "0"
+    assert markers() == before  # nothing written: no schema created, no marker row added
     assert scratch_left() == []
+
+
+def test_drill_amcheck_checks_every_database_and_records_it(backed_up: ArchivingCluster, wal_tool: WalTool) -> None:
+    archive = backed_up
+    result = drill(archive, wal_tool, env={"DRILL_AMCHECK": "true"})
+    assert result.code == 0 and "PASSED" in result.stdout, result.output
+    record = cli(archive.values, "list", "--json").json()[0]["drill"]
+    (amcheck,) = [c for c in record["checks"] if c["sql"] == "pg_amcheck"]
+    assert amcheck["ok"] is True and "no corruption" in amcheck["detail"]
+    assert record["amcheck_seconds"] > 0
+    # the extension was created on the scratch server only, never on the source
+    assert archive.psql("SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'") == "0"
+    assert scratch_left() == []
+
+
+# A B-tree index whose operator class's comparison function is replaced after the index was
+# built: the pages are intact (checksums pass, every table reads), but the items are out of
+# order for the operator class, which bt_index_check reports. Written on the source, it
+# reaches the drill's scratch server through the WAL archive like any corruption a backup holds.
+CORRUPT_INDEX_SQL = """
+CREATE FUNCTION sentinel_cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT btint4cmp($1, $2)';
+CREATE OPERATOR CLASS sentinel_ops FOR TYPE int USING btree AS OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =,
+    OPERATOR 4 >=, OPERATOR 5 >, FUNCTION 1 sentinel_cmp(int, int);
+CREATE INDEX items_scrambled ON items (id sentinel_ops);
+CREATE OR REPLACE FUNCTION sentinel_cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT btint4cmp($2, $1)';
+"""
+
+
+def test_drill_amcheck_fails_the_drill_naming_the_corrupt_index(backed_up: ArchivingCluster,
+                                                                 wal_tool: WalTool) -> None:
+    archive = backed_up
+    archive.psql(CORRUPT_INDEX_SQL)
+    assert cli(archive.values, "--env-file", str(archive.env_file), "verify", "latest", "--physical", "--restore",
+               "--tool-command", " ".join(wal_tool.argv)).code == 0  # without DRILL_AMCHECK nothing notices
+    result = drill(archive, wal_tool, env={"DRILL_AMCHECK": "true"})
+    assert result.code == 1 and "FAILED" in result.stdout, result.output
+    assert 'btree index postgres.public.items_scrambled' in result.stdout
+    record = cli(archive.values, "list", "--json").json()[0]["drill"]
+    assert record["passed"] is False
+    (amcheck,) = [c for c in record["checks"] if c["sql"] == "pg_amcheck"]
+    assert not amcheck["ok"] and "item order invariant violated" in amcheck["detail"]
+    assert scratch_left() == []
+
+
+def test_amcheck_result_reads_pg_amcheck_output() -> None:
+    from sentinel_backup.physical.drill import amcheck_result
+    assert amcheck_result("pg_amcheck", 0, "", "").ok
+    found = amcheck_result("pg_amcheck", 2, 'heap table "db.public.t", block 3, offset 7:\n    xmin 9 precedes\n'
+                           'btree index "db.public.t_pkey":\n    ERROR:  index "t_pkey" is corrupt\n', "")
+    assert not found.ok and "2 relation(s): heap table db.public.t, btree index db.public.t_pkey" in found.detail
+    assert "first finding: xmin 9 precedes" in found.detail
+    failed = amcheck_result("pg_amcheck", 1, "", 'pg_amcheck: error: extension "amcheck" is not available')
+    assert not failed.ok and "is not available" in failed.detail and "DRILL_AMCHECK=false" in (failed.hint or "")

@@ -1,7 +1,9 @@
 """`sentinel-backup schedule` as a real process against a real PostgreSQL.
 
 One test only, since a cron minute is the finest step: BACKUP_SCHEDULE and PRUNE_SCHEDULE
-are both "* * * * *", so two jobs fall due at the first minute boundary (up to 60 s away).
+are both "* * * * *", so two jobs fall due at the first minute boundary. The program is the real
+``sentinel-backup schedule``; only its scheduler's clock runs ahead, so that the first minute
+boundary is a second away (not up to 60 s).
 The backup covers a small database, then a large one; SIGTERM arrives while the large one
 is being dumped. The small backup stays, no partial file remains, prune never starts,
 the scheduler exits 0 and the run lock is free.
@@ -33,6 +35,32 @@ def big_db(pg: TempCluster) -> Iterator[str]:
     pg.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", check=False)
 
 
+# The real program (python -m sentinel_backup schedule) with the scheduler's clock shifted so that the
+# next minute boundary is one second away; everything else (jobs, dumps, lock, signals) is as it is.
+SHIFTED = """
+import runpy
+import sys
+from datetime import UTC, datetime, timedelta
+
+from sentinel_backup import schedule
+
+original = schedule.Scheduler.__init__
+
+
+def shifted(self, jobs, **kwargs):
+    start = datetime.now(UTC)  # when the scheduler starts, not when this script did
+    shift = timedelta(minutes=1) - timedelta(seconds=start.second, microseconds=start.microsecond)
+    shift -= timedelta(seconds=1)
+    kwargs.setdefault("now", lambda: datetime.now(UTC) + shift)
+    original(self, jobs, **kwargs)
+
+
+schedule.Scheduler.__init__ = shifted
+sys.argv = ["sentinel-backup", "schedule"]
+runpy.run_module("sentinel_backup", run_name="__main__", alter_sys=True)
+"""
+
+
 def partials(folder: Path) -> list[str]:
     return [name for name in os.listdir(folder) if name.endswith(".partial")]
 
@@ -46,10 +74,10 @@ def test_schedule_runs_a_backup_and_stops_cleanly_on_sigterm_mid_dump(pg: TempCl
            "PRUNE_SCHEDULE": "* * * * *", "RETENTION_KEEP_LAST": "1", "MIN_BACKUP_SIZE": "0"}
     child = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "PG"))}
     child.update(env)
-    process = subprocess.Popen([sys.executable, "-m", "sentinel_backup", "schedule"], env=child,
+    process = subprocess.Popen([sys.executable, "-c", SHIFTED], env=child,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120  # the first tick is at the next minute boundary
+        deadline = time.monotonic() + 120  # a safety net: the first tick is a second away
         # The small database's backup is committed and the large one's dump is under way.
         while not (list(folder.glob(f"sentinel_backup_{new_db}_*.manifest.json")) and folder.is_dir()
                    and any(big_db in name for name in partials(folder))):

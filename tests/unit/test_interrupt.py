@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from sentinel_backup.interrupt import StopRequested, StopSignals
-from sentinel_backup.logical.restore import OLD_SUFFIX, SCRATCH_SUFFIX, derived_name
+from sentinel_backup.logical.scratch import OLD_SUFFIX, SCRATCH_SUFFIX, derived_name
 
 
 def test_a_signal_raises_where_the_work_is_and_a_second_one_does_not() -> None:

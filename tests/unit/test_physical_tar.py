@@ -12,7 +12,7 @@ import pytest
 from sentinel_backup.errors import RestoreFailed
 from sentinel_backup.physical.extract import TarExtractor
 from sentinel_backup.physical.facts import format_lsn, parse_label, parse_lsn, wal_file, wal_ranges
-from sentinel_backup.physical.tarstream import TarObserver, TarWalker
+from sentinel_backup.streams.tar import CapturingReader, TarObserver, TarWalker
 
 LABEL = (b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\n"
          b"BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-12-03 08:01:47 UTC\nLABEL: x\n"
@@ -50,6 +50,29 @@ def test_walker_captures_members_and_sees_the_end_in_any_chunking(chunk: int) ->
     assert walker.complete(), walker.detail()
     assert walker.captured == {"backup_label": LABEL, "backup_manifest": MANIFEST}
     assert walker.members == len(MEMBERS) + 1
+
+
+def test_capturing_reader_fills_whole_chunks_from_a_real_pipe() -> None:
+    """pg_basebackup writes its stdout in 4 KiB pieces: read1(n) gathers n bytes (less only at the end)."""
+    data = archive(MEMBERS)
+    read_fd, write_fd = os.pipe()
+    writer = os.fork()
+    if writer == 0:  # a child writing small pieces, as pg_basebackup does
+        os.close(read_fd)
+        for start in range(0, len(data), 4096):
+            os.write(write_fd, data[start:start + 4096])
+        os._exit(0)
+    os.close(write_fd)
+    walker = TarWalker(capture=("backup_label", "backup_manifest"))
+    with os.fdopen(read_fd, "rb", buffering=0) as raw:
+        reader = CapturingReader(raw, walker)  # type: ignore[arg-type]
+        chunks = []
+        while chunk := reader.read1(10000):
+            chunks.append(chunk)
+    os.waitpid(writer, 0)
+    assert b"".join(chunks) == data
+    assert [len(c) for c in chunks[:-1]] == [10000] * (len(chunks) - 1) and 0 < len(chunks[-1]) <= 10000
+    assert walker.complete() and walker.captured["backup_manifest"] == MANIFEST
 
 
 def test_a_truncated_archive_is_not_complete() -> None:

@@ -15,13 +15,13 @@ import pytest
 
 from sentinel_backup.choices import Compression, VerifyMode
 from sentinel_backup.config import Settings, settings_from
-from sentinel_backup.errors import VerifyFailed
+from sentinel_backup.errors import RestoreFailed, SourceError, VerifyFailed
 from sentinel_backup.interrupt import Stopper
 from sentinel_backup.keys import read_key_file
 from sentinel_backup.model.check import CRITICAL, OK, Check, failures
 from sentinel_backup.model.manifest import Manifest
 from sentinel_backup.pipeline.commit import commit
-from sentinel_backup.pipeline.read import check_stored, decode_into, require_stored
+from sentinel_backup.pipeline.read import check_stored, decode_into, decode_to_child, require_stored
 from sentinel_backup.pipeline.verify import observer_for, verify_copy
 from sentinel_backup.pipeline.write import Encoding, write_stream
 from sentinel_backup.storage.local import LocalStorage
@@ -165,3 +165,46 @@ def test_decode_into_reads_a_named_copy_key(tmp_path: Path) -> None:
     (tmp_path / "copy.sql.gz").write_bytes(gzip.compress(b"other content"))
     with pytest.raises(VerifyFailed, match=r"copy\.sql\.gz changed while it was read"):
         decode_into(store, manifest, settings(tmp_path), NullSink(), key="copy.sql.gz")
+
+
+def child(script: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                            **kwargs)  # type: ignore[call-overload]
+
+
+def test_decode_to_child_feeds_a_tool_and_names_its_failure(tmp_path: Path) -> None:
+    key = "sentinel_backup_app_20261203T080000Z.sql.gz"
+    store, manifest = stored_backup(tmp_path, Encoding(Compression.GZIP, 6), key)
+    out = tmp_path / "out.sql"
+    with out.open("wb") as file:
+        decode_to_child(child("cat", stdout=file), "cat", store, manifest, settings(tmp_path))
+    assert out.read_bytes() == DATA
+    with pytest.raises(SourceError, match=r"psql failed \(exit code 3\): boom"):
+        decode_to_child(child("cat >/dev/null; echo boom >&2; exit 3"), "psql", store, manifest, settings(tmp_path))
+    # a tool that reads only the beginning: fine when it says so (pg_restore -l), an error otherwise
+    decode_to_child(child("head -c 10 >/dev/null"), "pg_restore", store, manifest, settings(tmp_path),
+                    reads_all=False)
+    with pytest.raises(RestoreFailed, match="stopped reading"):
+        decode_to_child(child("head -c 10 >/dev/null"), "pg_restore", store, manifest, settings(tmp_path))
+
+
+def test_decode_to_child_never_closes_the_input_of_a_copy_that_changed(tmp_path: Path) -> None:
+    """The tool would commit on end of input: a copy that changed kills it instead."""
+    key = "sentinel_backup_app_20261203T080000Z.sql.gz"
+    store, manifest = stored_backup(tmp_path, Encoding(Compression.GZIP, 6), key)
+    (tmp_path / key).write_bytes(gzip.compress(b"-- another dump\n" + MARKER))
+    done = tmp_path / "committed"
+    proc = child(f"cat >/dev/null && touch {done}")
+    with pytest.raises(VerifyFailed, match="changed while it was read"):
+        decode_to_child(proc, "psql", store, manifest, settings(tmp_path))
+    assert proc.returncode is not None and proc.returncode < 0 and not done.exists()
+
+
+def test_decode_into_can_check_what_the_copy_decodes_to(tmp_path: Path) -> None:
+    key = "sentinel_backup_app_20261203T080000Z.sql.gz"
+    store, manifest = stored_backup(tmp_path, Encoding(Compression.GZIP, 6), key)
+    decode_into(store, manifest, settings(tmp_path), Collect(), check_raw=True)
+    wrong = manifest.model_copy(update={"raw_sha256": "0" * 64})
+    decode_into(store, wrong, settings(tmp_path), Collect())
+    with pytest.raises(VerifyFailed, match="decodes to other bytes"):
+        decode_into(store, wrong, settings(tmp_path), Collect(), check_raw=True)

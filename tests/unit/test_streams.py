@@ -134,3 +134,20 @@ def test_handoff_abort_stops_the_thread() -> None:
     h.write(b"partial")
     h.abort()
     assert not h.thread.is_alive() and threading.active_count() == before
+
+
+def test_abort_ends_the_thread_even_after_a_lost_wake_up() -> None:
+    """A stop signal raised in the main thread halfway through the queue's notify (between
+    releasing the waiting thread's lock and forgetting it) leaves a stale waiter first in line:
+    the next single notification goes to it and the thread sleeps on. abort must still end it
+    (the restore-signal hang: the restore waited forever in abort)."""
+    handoff = Handoff(NullSink())
+    handoff.write(b"x")
+    while not handoff.queue.not_empty._waiters:  # type: ignore[attr-defined]  # the thread waits for more
+        threading.Event().wait(0.001)
+    stale = threading.Lock()
+    stale.acquire()
+    with handoff.queue.mutex:
+        handoff.queue.not_empty._waiters.appendleft(stale)  # type: ignore[attr-defined]  # what the signal leaves
+    handoff.abort()
+    assert not handoff.thread.is_alive()

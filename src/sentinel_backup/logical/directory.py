@@ -26,13 +26,13 @@ from typing import IO, cast
 
 from sentinel_backup import log
 from sentinel_backup.config import Settings
-from sentinel_backup.errors import ConfigError, SourceError, VerifyFailed
+from sentinel_backup.errors import ConfigError, SourceError
 from sentinel_backup.interrupt import process_alive, stop_children
 from sentinel_backup.model.manifest import Manifest
 from sentinel_backup.pg.child import finish_tool
 from sentinel_backup.pg.source import Source, StderrCollector, conninfo, source_error
 from sentinel_backup.pipeline.producer import RawObserver
-from sentinel_backup.pipeline.read import decode_chain, reading_cipher
+from sentinel_backup.pipeline.read import decode_into
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.streams.tar import TarCheck, TarExtractor, TarReader
 
@@ -175,12 +175,7 @@ def extracted(manifest: Manifest, storage: Storage, settings: Settings,
     try:
         folder = holder / "dump"
         folder.mkdir(mode=0o700)
-        decoder = decode_chain(manifest, reading_cipher(manifest, settings), TarExtractor(folder))
-        with storage.open_reader(manifest.artifact) as reader:
-            decoder.feed(reader, progress)
-        if decoder.stored.sha256 != manifest.sha256 or decoder.raw.sha256 != manifest.raw_sha256:
-            raise VerifyFailed(f"{manifest.artifact} does not match its manifest (or changed while it was read)",
-                               "restore it again, or restore another copy")
+        decode_into(storage, manifest, settings, TarExtractor(folder), progress=progress, check_raw=True)
         yield folder
     finally:
         shutil.rmtree(holder, ignore_errors=True)

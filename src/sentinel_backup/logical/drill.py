@@ -20,7 +20,8 @@ from typing import Any
 from sentinel_backup import log
 from sentinel_backup.config import Settings
 from sentinel_backup.errors import ConfigError, SentinelError
-from sentinel_backup.logical.restore import Restorer, compare_counts, quote_ident
+from sentinel_backup.logical.restore import Restorer, compare_counts
+from sentinel_backup.logical.scratch import quote_ident
 from sentinel_backup.model.catalog import Entry
 from sentinel_backup.model.check import Check
 from sentinel_backup.model.manifest import DRILL_SUFFIX

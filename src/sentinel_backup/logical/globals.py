@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 from sentinel_backup import log
 from sentinel_backup.config import Settings
-from sentinel_backup.errors import ConfigError, SentinelError, VerifyFailed
+from sentinel_backup.errors import ConfigError, SentinelError
 from sentinel_backup.model.catalog import Catalog, Entry
 from sentinel_backup.model.manifest import Manifest
 from sentinel_backup.pg.source import PsqlSession, Source
-from sentinel_backup.pipeline.read import check_stored, decode_chain, reading_cipher
+from sentinel_backup.pipeline.read import decode_into, decrypting_cipher, require_stored
 from sentinel_backup.storage.base import Storage
 from sentinel_backup.streams.base import FileSink
 
@@ -83,20 +83,10 @@ def find_globals(catalog: Catalog, wanted: str) -> Entry:
 
 def read_sql(settings: Settings, manifest: Manifest, storage: Storage) -> str:
     """The SQL of a globals backup, its stored and decoded SHA-256 checked."""
-    stored = check_stored(storage, manifest)
-    if not stored.ok:
-        raise VerifyFailed(f"{storage.name}:{manifest.artifact} does not match its manifest: {stored.detail}",
-                           "the copy is damaged or was altered: use another copy (--from) or another backup")
-    cipher = reading_cipher(manifest, settings)
-    if cipher is not None and not cipher.can_decrypt:
-        raise ConfigError(f"{manifest.id} is encrypted with age", "set AGE_IDENTITY_FILE to the identity file")
+    require_stored(storage, manifest)
+    cipher = decrypting_cipher(manifest, settings)
     buffer = io.BytesIO()
-    decoder = decode_chain(manifest, cipher, _Keep(buffer))
-    with storage.open_reader(manifest.artifact) as reader:
-        decoder.feed(reader)
-    if decoder.stored.sha256 != manifest.sha256 or decoder.raw.sha256 != manifest.raw_sha256:
-        raise VerifyFailed(f"{manifest.artifact} changed while it was read, or decodes to other bytes",
-                           "read it again; if it repeats, use another copy")
+    decode_into(storage, manifest, settings, _Keep(buffer), cipher=cipher, check_raw=True)
     return buffer.getvalue().decode()
 
 

@@ -19,13 +19,12 @@ import shlex
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import IO
 
 from sentinel_backup.config import Settings
-from sentinel_backup.errors import ConfigError, SourceError, VerifyFailed
+from sentinel_backup.errors import ConfigError, SourceError
 from sentinel_backup.model.manifest import Manifest
-from sentinel_backup.pg.source import Source, StderrCollector, source_error
-from sentinel_backup.pipeline.read import check_stored, decode_chain, reading_cipher
+from sentinel_backup.pg.source import Source
+from sentinel_backup.pipeline.read import decode_to_child, decrypting_cipher, require_stored
 from sentinel_backup.storage.base import Storage
 
 FORMAT_HINT = "set BACKUP_FORMAT=custom so that the next backups can be listed and restored selectively"
@@ -131,52 +130,13 @@ def list_contents(settings: Settings, manifest: Manifest, storage: Storage, *, l
     """``pg_restore -l`` of a backup: its table of contents, the names ``--schema``/``--table``
     select from. The stored copy's SHA-256 is checked first, as for a restore."""
     require_archive(manifest, "--list", legacy=legacy)
-    stored = check_stored(storage, manifest)
-    if not stored.ok:
-        raise VerifyFailed(f"{storage.name}:{manifest.artifact} does not match its manifest: {stored.detail}",
-                           "the copy is damaged or was altered: list another copy (--from) or another backup")
-    cipher = reading_cipher(manifest, settings)
-    if cipher is not None and not cipher.can_decrypt:
-        raise ConfigError(f"{manifest.id} is encrypted with age", "set AGE_IDENTITY_FILE to the identity file")
-    source = Source(settings)
+    require_stored(storage, manifest)
+    cipher = decrypting_cipher(manifest, settings)
     with tempfile.TemporaryFile() as out:  # a file, not a pipe: a long listing can never block pg_restore
-        proc = source.popen("pg_restore", "-l", stdin=subprocess.PIPE, stdout=out)
-        errors = StderrCollector(proc)
-        assert proc.stdin is not None
-        decoder = decode_chain(manifest, cipher, _UntilClosed(proc.stdin))
-        try:
-            with storage.open_reader(manifest.artifact) as reader:
-                decoder.feed(reader)
-            proc.stdin.close()
-            code = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            errors.join()
-        if code != 0:
-            raise source_error("pg_restore", errors.text(), code)
+        proc = Source(settings).popen("pg_restore", "-l", stdin=subprocess.PIPE, stdout=out)
+        decode_to_child(proc, "pg_restore", storage, manifest, settings, cipher=cipher, reads_all=False)
         out.seek(0)
         return out.read().decode(errors="replace")
-
-
-class _UntilClosed:
-    """Feeds pg_restore -l, which stops reading once it has the table of contents."""
-
-    def __init__(self, stdin: IO[bytes]) -> None:
-        self.stdin: IO[bytes] | None = stdin
-
-    def write(self, data: bytes) -> None:
-        if self.stdin is None:
-            return
-        try:
-            self.stdin.write(data)
-        except BrokenPipeError:
-            self.stdin = None
-
-    def close(self) -> None:
-        pass
 
 
 __all__ = ["RestoreSelection", "check_selection", "list_contents", "require_archive", "split_qualified"]

@@ -38,7 +38,8 @@ logger = log.get("catalog")
 UNKNOWN_DATABASE = "(unknown)"
 LEGACY_TOOL = "shell scripts (legacy)"
 DRILL_FIELDS = ("passed", "started_at", "destination", "restore_seconds", "tables_checked", "differences", "checks",
-                "error", "recovery_seconds", "reached_time", "reached_lsn", "restore_point")  # the last: physical
+                "error", "recovery_seconds", "reached_time", "reached_lsn", "restore_point",
+                "amcheck_seconds")  # the last five: physical
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from sentinel_backup.errors import RestoreFailed
-from sentinel_backup.physical.tarstream import BLOCK, TarError, member_name, parse_header
+from sentinel_backup.streams.tar import BLOCK, TarError, member_name, parse_header
 
 TABLESPACE_MAP = "tablespace_map"
 

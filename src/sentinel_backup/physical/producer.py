@@ -37,7 +37,7 @@ from sentinel_backup.interrupt import stop_children
 from sentinel_backup.model.manifest import PhysicalFacts
 from sentinel_backup.pg.source import PSQL_FLAGS, Source, StderrCollector, conninfo, source_error
 from sentinel_backup.physical.facts import format_lsn, parse_label, parse_lsn, parse_time, wal_file, wal_ranges
-from sentinel_backup.physical.tarstream import CapturingReader, TarObserver, TarWalker
+from sentinel_backup.streams.tar import CapturingReader, TarObserver, TarWalker
 
 logger = log.get("physical")
 LABEL = "backup_label"

@@ -8,18 +8,22 @@
   restore only *commits* (closes the tool's input) after it; ``check_stored`` is the cheap
   first pass that proves the copy before any decrypted byte is used.
 - :func:`check_stored` re-reads a copy for its size and SHA-256 only (no decoding).
+- :func:`decode_to_child` is :func:`decode_into` a client tool's stdin (psql, pg_restore):
+  the tool's input is closed, and so its work committed, only after the bytes proved to be
+  the manifest's; the tool is killed on any error.
 - The decode chain (:func:`decoder_for`) is also what the in-stream check of a backup runs
   on (``pipeline.instream``); full verification of a copy is ``pipeline.verify``.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
 from sentinel_backup.choices import Compression
-from sentinel_backup.errors import Interrupted, SentinelError, VerifyFailed
+from sentinel_backup.errors import ConfigError, Interrupted, RestoreFailed, SentinelError, VerifyFailed
 from sentinel_backup.keys import cipher_for_manifest
 from sentinel_backup.model.check import Check
 from sentinel_backup.model.manifest import Manifest
@@ -40,6 +44,14 @@ def reading_cipher(manifest: Manifest, settings: Settings) -> Cipher | None:
     if manifest.encryption is None:
         return None
     return cipher_for_manifest(manifest.encryption.method, manifest.encryption.key_id, settings)
+
+
+def decrypting_cipher(manifest: Manifest, settings: Settings) -> Cipher | None:
+    """:func:`reading_cipher` for a use that must decrypt: exit 2 when no identity can."""
+    cipher = reading_cipher(manifest, settings)
+    if cipher is not None and not cipher.can_decrypt:
+        raise ConfigError(f"{manifest.id} is encrypted with age", "set AGE_IDENTITY_FILE to the identity file")
+    return cipher
 
 
 @dataclass
@@ -82,17 +94,69 @@ def changed_while_read(storage: Storage, manifest: Manifest, key: str | None = N
 
 
 def decode_into(storage: Storage, manifest: Manifest, settings: Settings, sink: Sink, *, key: str | None = None,
-                progress: Progress | None = None, cipher: Cipher | None = None) -> Decoder:
+                progress: Progress | None = None, cipher: Cipher | None = None, check_raw: bool = False) -> Decoder:
     """Read the stored copy ``key`` (default: the artifact) through the decode chain into
-    ``sink``; VerifyFailed when the bytes read are not the bytes the manifest records.
-    ``cipher``: one already built (default: from the manifest and settings)."""
+    ``sink``; VerifyFailed when the bytes read are not the bytes the manifest records (with
+    ``check_raw``, nor what they decode to). ``cipher``: one already built (default: from the
+    manifest and settings)."""
     key = key or manifest.artifact
     decoder = decode_chain(manifest, cipher if cipher is not None else reading_cipher(manifest, settings), sink)
     with storage.open_reader(key) as reader:
         decoder.feed(reader, progress)
     if decoder.stored.sha256 != manifest.sha256 or decoder.stored.size != manifest.size_bytes:
         raise changed_while_read(storage, manifest, key)
+    if check_raw and decoder.raw.sha256 != manifest.raw_sha256:
+        raise VerifyFailed(f"{storage.name}:{key} decodes to other bytes than the manifest records (its raw SHA-256)",
+                           "the backup is damaged: restore another copy or another backup")
     return decoder
+
+
+def decode_to_child(proc: subprocess.Popen[bytes], tool: str, storage: Storage, manifest: Manifest,
+                    settings: Settings, *, progress: Progress | None = None, cipher: Cipher | None = None,
+                    reads_all: bool = True) -> None:
+    """:func:`decode_into` the stdin of ``proc``, a client tool; its stdin is closed (psql and
+    pg_restore --single-transaction commit then) only after the bytes proved to be the
+    manifest's. SourceError with the tool's own words when it failed; on any error the tool is
+    killed (the server rolls its transaction back). ``reads_all=False``: a tool that stops
+    reading once it has what it needs (``pg_restore -l`` reads only the table of contents)."""
+    from sentinel_backup.pg.child import StderrCollector, source_error
+    assert proc.stdin is not None
+    errors: StderrCollector | None = None
+    try:
+        errors = StderrCollector(proc)
+        decode_into(storage, manifest, settings, ChildInput(proc.stdin, reads_all), progress=progress, cipher=cipher)
+        proc.stdin.close()
+        code = proc.wait()
+    except BaseException:  # a stop signal included: the tool never sees the end of its input
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        if errors is not None:
+            errors.join()
+    if code != 0:
+        raise source_error(tool, errors.text(), code)
+
+
+class ChildInput:
+    """A Sink into a child's stdin (see :func:`decode_to_child`); ``close`` leaves it open."""
+
+    def __init__(self, stdin: IO[bytes], reads_all: bool = True) -> None:
+        self.stdin: IO[bytes] | None = stdin
+        self.reads_all = reads_all
+
+    def write(self, data: bytes) -> None:
+        if self.stdin is None:
+            return
+        try:
+            self.stdin.write(data)
+        except BrokenPipeError:
+            if self.reads_all:
+                raise RestoreFailed("the restore program stopped reading (see its error below)") from None
+            self.stdin = None
+
+    def close(self) -> None:
+        pass  # the caller closes stdin only after the hash was checked
 
 
 def check_stored(storage: Storage, manifest: Manifest, *, key: str | None = None,
@@ -121,8 +185,9 @@ def require_stored(storage: Storage, manifest: Manifest, *, progress: Progress |
     with storage.open_reader(manifest.artifact) as reader:
         pump(reader, digest, progress=progress)
     if digest.sha256 != manifest.sha256 or digest.size != manifest.size_bytes:
-        raise VerifyFailed(f"{storage.name}:{manifest.artifact} does not match its manifest (sha256 or size)",
-                           "the copy is damaged or was altered: restore another copy or another backup")
+        raise VerifyFailed(f"{storage.name}:{manifest.artifact} does not match its manifest: {digest.size} bytes stored"
+                           f" (manifest {manifest.size_bytes}); {sha_detail(digest.sha256, manifest.sha256)}",
+                           "the copy is damaged or was altered: use another copy (--from) or another backup")
 
 
 def sha_detail(actual: str, expected: str) -> str:

@@ -28,7 +28,7 @@ from sentinel_backup.storage.base import ObjectInfo, Storage
 from sentinel_backup.streams.base import NullSink, pump
 from sentinel_backup.streams.crypto import Cipher
 from sentinel_backup.streams.digest import Digest
-from sentinel_backup.streams.tar import TarCheck
+from sentinel_backup.streams.tar import TarCheck, TarObserver
 
 
 @dataclass
@@ -56,7 +56,6 @@ def observer_for(manifest: Manifest) -> RawObserver | None:
     if manifest.format == "directory":
         return TarCheck()  # pg_dump -Fd's folder as a tar: end-of-archive and toc.dat
     if manifest.kind == "physical":
-        from sentinel_backup.physical.tarstream import TarObserver
         return TarObserver()  # a base backup: the tar must reach its end-of-archive
     return None
 

@@ -122,7 +122,16 @@ class Handoff:
             raise self.error
 
     def abort(self) -> None:
-        if self.thread.is_alive():
-            self.error = self.error or RuntimeError("aborted")
-            self.queue.put(_END)
-            self.thread.join()
+        """Stop the thread, dropping what is queued. A stop signal raises in the main thread
+        wherever it is, also halfway through a ``Condition.notify`` of the queue: the thread's
+        next wake-up can be lost then (CPython leaves a stale waiter behind), so the thread is
+        woken again until it ended, never with a single notification."""
+        if not self.thread.is_alive():
+            return
+        self.error = self.error or RuntimeError("aborted")
+        while self.thread.is_alive():
+            with self.queue.mutex:
+                self.queue.queue.clear()
+                self.queue.queue.append(_END)
+                self.queue.not_empty.notify_all()
+            self.thread.join(0.05)

@@ -71,7 +71,7 @@ def adhoc_settings(settings: Settings, names: list[str]) -> Settings:
 def _estimator(settings: Settings) -> Callable[[str], int | None]:
     """The expected dump size of a database for the progress bar: pg_database_size, an estimate
     (the dump holds no index and no dead rows, so it is usually smaller); None when unknown."""
-    from sentinel_backup.logical.restore import quote_literal
+    from sentinel_backup.logical.scratch import quote_literal
     from sentinel_backup.pg.source import Source
     sources: list[Source] = []  # made at the first estimate: nothing here may fail before the run starts
 
