@@ -17,7 +17,7 @@ from sentinel_backup import private
 from sentinel_backup.choices import VerifyMode
 from sentinel_backup.config_values import parse_duration
 from sentinel_backup.errors import SentinelError
-from sentinel_backup.jobs.lastrun import LastRunUnreadable, read_last_run
+from sentinel_backup.jobs.lastrun import LastRunUnreadable, outcomes, read_last_run
 from sentinel_backup.model.catalog import Catalog, scan
 from sentinel_backup.model.check import CRITICAL, OK, RANK, WARNING, Check, Perf
 from sentinel_backup.pg.source import Source
@@ -132,7 +132,7 @@ def last_run_check(settings: Settings) -> CheckResult:
     if record is None:
         return CheckResult("last run", WARNING, "no backup run recorded in BACKUP_DIR")
     status = {"ok": OK, "partial": WARNING}.get(str(record.get("status")), CRITICAL)
-    failed = {db: v.get("error") or v.get("failed_destinations") for db, v in record.get("databases", {}).items()
+    failed = {db: v.get("error") or v.get("failed_destinations") for db, v in outcomes(record).items()
               if not v.get("ok") or v.get("failed_destinations")}
     detail = f"{record.get('status')} at {record.get('finished_at')}" + (f": {failed}" if failed else "")
     return CheckResult("last run", status, detail)
@@ -183,7 +183,7 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
             result = CheckResult(result.name, WARNING, f"{result.detail}; BACKUP_DIR is readable by group or "
                                  f"others ({mode})", f"run: chmod 700 {settings.backup_dir}")
         results.append(result)
-    catalog = scan(reachable, strict=False)
+    catalog = scan(reachable, strict=False, server=settings.server_name)
     results += backup_checks(settings, catalog, databases, now)
     results.append(last_run_check(settings))
     results += drill_checks(settings, catalog, reachable)

@@ -35,7 +35,8 @@ SECTIONS = [
 
 EXAMPLES: dict[str, str] = {
     "POSTGRES_USER": "sentinel_user", "POSTGRES_DB": "sentinel_db", "POSTGRES_CONTAINER": "sentinel-postgres",
-    "POSTGRES_HOST": "db.internal", "POSTGRES_PORT": "5432", "POSTGRES_PASSWORD": "(use the _FILE variant)",
+    "SERVER_NAME": "db1", "POSTGRES_HOST": "db.internal", "POSTGRES_PORT": "5432",
+    "POSTGRES_PASSWORD": "(use the _FILE variant)",
     "POSTGRES_PASSWORD_FILE": "/etc/sentinel/pgpass.txt", "DOCKER_BIN": "podman",
     "PG_BIN_DIR": "/usr/lib/postgresql/16/bin", "BACKUP_DIR": "/var/backups/sentinel/postgres",
     "LOCAL_ENABLED": "false", "BACKUP_FORMAT": "custom", "COMPRESSION": "zstd", "COMPRESSION_LEVEL": "9",

@@ -34,6 +34,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec('postgres_password_file', ('POSTGRES_PASSWORD_FILE',), 'path', optional=True, before=('_empty_optional',)),
     FieldSpec('docker_bin', ('DOCKER_BIN',), 'str', default='docker'),
     FieldSpec('pg_bin_dir', ('PG_BIN_DIR',), 'path', optional=True, before=('_empty_optional',)),
+    FieldSpec('server_name', ('SERVER_NAME',), 'str', default='', before=('_server',)),
     FieldSpec('backup_dir', ('BACKUP_DIR',), 'path', required=True),
     FieldSpec('local_enabled', ('LOCAL_ENABLED',), 'bool', default=True),
     FieldSpec('backup_format', ('BACKUP_FORMAT',), 'enum:BackupFormat', default='plain', before=('_lower',)),

@@ -70,7 +70,7 @@ def test_a_drill_passes_records_rto_and_rpo_and_cleans_a_leftover(backed_up: Arc
     assert record["reached_time"] and record["restore_point"].startswith("sentinel_drill_")
     assert record["tables_checked"] >= 3  # items, the marker table, other in database second
     assert [c["ok"] for c in record["checks"]] == [True, True, True]
-    assert 'sentinel_backup_drill_success{database="(cluster)"} 1' in metrics.read_text()
+    assert 'sentinel_backup_drill_success{database="(cluster)",kind="physical",server=""} 1' in metrics.read_text()
     # the source holds the marker rows of the last drill: A and B
     assert archive.psql("SELECT string_agg(phase, ',' ORDER BY phase) FROM sentinel_drill.marker") == "A,B"
 

@@ -34,7 +34,10 @@ def read(path: Path) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
+    """A sample of the unnamed server (``server=""``); of a database's backups (``kind="database"``)
+    unless ``kind`` is given."""
+    defaults = {"server": "", **({"kind": "database"} if "database" in labels else {})}
+    return samples[(name, tuple(sorted({**defaults, **labels}.items())))]
 
 
 def manifest_of(env: dict[str, str]) -> dict[str, object]:

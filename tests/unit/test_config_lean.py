@@ -38,6 +38,7 @@ EXTRA: dict[str, list[str]] = {  # values the schema's validators care about
     "wal_receive_slot": ["ok_slot", " ok ", "Bad-Slot", "x" * 64],
     "retention_timezone": ["Europe/Paris", "Mars/Base", "../etc"], "schedule_timezone": ["UTC", ""],
     "postgres_db": ["a,b", " , ", "all"], "webhook_url": ["https://hooks.example/x", "slack:https://h/x"],
+    "server_name": ["db1", " pg-eu.prod ", "all", "db/1", "-x", "x" * 64],
 }
 
 

@@ -28,13 +28,18 @@ T0 = datetime(2024, 5, 1, 3, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
-def parse(path: Path) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    """metric name -> {sorted label pairs -> value}, read with the Prometheus parser."""
+DEFAULT_LABELS = {("server", ""), ("kind", "database")}  # the unnamed server, a database's series
+
+
+def parse(path: Path, *, every_label: bool = False) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """metric name -> {sorted label pairs -> value}, read with the Prometheus parser; without
+    ``every_label``, the labels of the unnamed server's database series are left out."""
     values: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
     for family in text_string_to_metric_families(path.read_bytes().decode()):
         assert family.type == "gauge"
         for sample in family.samples:
-            values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+            labels = [p for p in sorted(sample.labels.items()) if every_label or p not in DEFAULT_LABELS]
+            values.setdefault(sample.name, {})[tuple(labels)] = sample.value
     return values
 
 
@@ -278,3 +283,50 @@ def test_any_database_name_and_value_round_trip(tmp_path_factory: pytest.TempPat
     assert db_value(values, "raw_bytes", name) == raw
     assert db_value(values, "last_success_timestamp_seconds", name) == (start + timedelta(seconds=seconds)).timestamp()
     assert db_value(values, "result", name, destination="local") == 0.0
+
+
+def test_two_servers_share_one_file_without_touching_each_others_series(tmp_path: Path) -> None:
+    """Every series carries `server`; a run's scope and inventory only drop its own server's."""
+    path = tmp_path / "sentinel.prom"
+    write_metrics(path, RunMetrics(T0, True, [ok_result("postgres", T0), ok_result("crm", T0)], server="db1",
+                                   scope=frozenset({"postgres", "crm"}),
+                                   inventory={"local": DestinationInventory(2, 600, T0)}))
+    write_metrics(path, RunMetrics(T0 + DAY, False, [DatabaseResult("postgres", False, T0 + DAY, T0 + DAY)],
+                                   server="db2", scope=frozenset({"postgres"}),
+                                   inventory={"local": DestinationInventory(0, 0, None)}))
+    values = parse(path, every_label=True)
+    one = (("database", "postgres"), ("kind", "database"), ("server", "db1"))
+    two = (("database", "postgres"), ("kind", "database"), ("server", "db2"))
+    success = values["sentinel_backup_last_success_timestamp_seconds"]
+    assert success[one] == (T0 + timedelta(seconds=42)).timestamp() and two not in success
+    assert values["sentinel_backup_last_failure_timestamp_seconds"] == {two: (T0 + DAY).timestamp()}
+    assert (("database", "crm"), ("kind", "database"), ("server", "db1")) in success  # not db2's to drop
+    assert values["sentinel_backup_last_run_success"] == {(("server", "db1"),): 1.0, (("server", "db2"),): 0.0}
+    assert values["sentinel_backup_destination_backups"] == {
+        (("destination", "local"), ("server", "db1")): 2, (("destination", "local"), ("server", "db2")): 0}
+    promtool_check(path.read_bytes())
+
+
+def test_the_roles_and_a_database_named_globals_are_two_series(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    roles = DatabaseResult("globals", True, T0, T0 + timedelta(seconds=1), 10, 5, {"local": True}, kind="globals")
+    write_metrics(path, RunMetrics(T0, True, [ok_result("globals", T0), roles],
+                                   scope=frozenset({("globals", "database"), ("globals", "globals")})))
+    raw = parse(path)["sentinel_backup_raw_bytes"]
+    assert raw == {(("database", "globals"),): 1000, (("database", "globals"), ("kind", "globals")): 10}
+    write_metrics(path, RunMetrics(T0 + DAY, True, [roles], scope=frozenset({("globals", "globals")})))
+    assert parse(path)["sentinel_backup_raw_bytes"] == {(("database", "globals"), ("kind", "globals")): 10}
+    promtool_check(path.read_bytes())
+
+
+def test_a_file_written_before_server_and_kind_is_carried_forward(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    path.write_text('# TYPE sentinel_backup_raw_bytes gauge\nsentinel_backup_raw_bytes{database="shop"} 12\n'
+                    'sentinel_backup_raw_bytes{database="globals"} 3\n'
+                    '# TYPE sentinel_backup_last_run_success gauge\nsentinel_backup_last_run_success 1\n')
+    write_metrics(path, RunMetrics(None, True))
+    values = parse(path, every_label=True)
+    assert values["sentinel_backup_raw_bytes"] == {
+        (("database", "shop"), ("kind", "database"), ("server", "")): 12,
+        (("database", "globals"), ("kind", "globals"), ("server", "")): 3}
+    assert values["sentinel_backup_last_run_success"] == {(("server", ""),): 1.0}
