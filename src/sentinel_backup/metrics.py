@@ -33,12 +33,15 @@ dropped. ``build_info{version, python}`` is always 1.
 
 The file is written atomically: a hidden temp file in the same folder (never
 matching ``*.prom``), fsynced, then renamed over the old file, so a reader sees the old
-file or the new one, never a partial one. Concurrent writers are excluded by the run lock.
+file or the new one, never a partial one. Concurrent writers (servers with their own BACKUP_DIR,
+hence their own run lock, sharing one file) take turns on a flock of a hidden ``.<name>.lock`` beside it
+for the read-merge-write, so no server's update is lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import platform
@@ -155,8 +158,23 @@ def write_metrics(path: Path, results: RunMetrics) -> None:
     Raises SentinelError when the file cannot be written; callers treat that as a warning
     (metrics never decide a backup's outcome).
     """
-    state = merge(read_state(path), results)
-    write_atomically(path, render(state))
+    with _writer_turn(path):
+        state = merge(read_state(path), results)
+        write_atomically(path, render(state))
+
+
+@contextlib.contextmanager
+def _writer_turn(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``.<name>.lock`` beside ``path`` (waits for another writer)."""
+    try:
+        fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def merge(previous: State, results: RunMetrics) -> State:

@@ -240,7 +240,7 @@ def test_write_goes_through_a_temp_file_in_the_same_folder(tmp_path: Path, monke
     assert src.name.startswith(".") and not src.name.endswith(".prom")  # invisible to the textfile collector
     assert before == old_text
     assert staged == path.read_text()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sentinel.prom"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sentinel.prom.lock", "sentinel.prom"]  # no temp file
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
@@ -257,7 +257,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch: p
         write_metrics(path, RunMetrics(T0 + DAY, False))
     assert info.value.hint
     assert path.read_text() == old_text
-    assert [p.name for p in tmp_path.iterdir()] == ["sentinel.prom"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sentinel.prom.lock", "sentinel.prom"]  # no temp file
 
 
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
@@ -330,3 +330,29 @@ def test_a_file_written_before_server_and_kind_is_carried_forward(tmp_path: Path
         (("database", "shop"), ("kind", "database"), ("server", "")): 12,
         (("database", "globals"), ("kind", "globals"), ("server", "")): 3}
     assert values["sentinel_backup_last_run_success"] == {(("server", ""),): 1.0}
+
+
+def test_servers_writing_one_file_at_once_lose_no_update(tmp_path: Path) -> None:
+    """Servers with their own BACKUP_DIR (own run locks) sharing one METRICS_FILE write at once: each
+    read-merge-write takes its turn and every server's series is in the file at the end."""
+    import multiprocessing
+
+    path = tmp_path / "sentinel.prom"
+    servers = [f"db{n}" for n in range(4)]
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_write_many, args=(path, server)) for server in servers]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    values = parse(path, every_label=True)
+    runs = values["sentinel_backup_last_run_success"]
+    assert sorted(dict(labels)["server"] for labels in runs) == servers
+    successes = values["sentinel_backup_last_success_timestamp_seconds"]
+    assert len(successes) == len(servers) * 5  # every database of every server
+
+
+def _write_many(path: Path, server: str) -> None:
+    for n in range(5):
+        write_metrics(path, RunMetrics(T0, True, [ok_result(f"shop{n}", T0)], server=server))
