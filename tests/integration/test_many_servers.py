@@ -8,7 +8,12 @@ server's file, and a broken one does not stop the others."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +22,7 @@ import pytest
 
 from sentinel_backup.demo.cluster import TempCluster
 from tests.helpers import Result, cli, promtool_check
+from tests.integration.test_schedule_e2e import SHIFTED
 from tests.plugins.s3 import WeedServer
 
 ROWS = {"db1": 3, "db2": 5}  # each server's postgres database: this many marker rows naming it
@@ -185,3 +191,41 @@ def test_env_dir_runs_every_server_and_a_broken_one_does_not_stop_the_others(
                                     "BACKUP_DIR": str(tmp_path)})
     clash = cli(process, "list", "--env-dir", str(folder))
     assert clash.code == 2 and "both server 'db1'" in clash.stderr
+
+
+def test_one_scheduler_runs_every_servers_jobs(envs: dict[str, dict[str, str]], tmp_path: Path) -> None:
+    """`schedule --env-dir`: one real scheduler process backs up both servers, each under its own
+    name and settings (its clock shifted so the first minute boundary is a second away); a broken
+    file stops it from starting, naming the file."""
+    folder = tmp_path / "servers.d"
+    folder.mkdir()
+    per_server = ("POSTGRES_", "PG_BIN", "SERVER_NAME", "BACKUP_DIR", "S3_", "AWS_", "METRICS_FILE")
+    process = {k: v for k, v in envs["db1"].items() if not k.startswith(per_server)}
+    for name, env in envs.items():
+        write_env(folder / f"{name}.env", {**{k: v for k, v in env.items() if k.startswith(per_server)},
+                                           "BACKUP_SCHEDULE": "* * * * *"})
+    child = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "PG", "SERVER_NAME"))}
+    child.update(process)
+    script = SHIFTED.replace('sys.argv = ["sentinel-backup", "schedule"]',
+                             f'sys.argv = ["sentinel-backup", "schedule", "--env-dir", {str(folder)!r}]')
+    scheduler = subprocess.Popen([sys.executable, "-c", script], env=child, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300  # a safety net against a hang, not a timing check
+        while time.monotonic() < deadline and not all(listed(envs[name]) for name in envs):
+            assert scheduler.poll() is None, scheduler.communicate()[0]
+            time.sleep(0.5)
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        output = scheduler.communicate(timeout=120)[0]
+    assert scheduler.returncode == 0, output
+    for name in envs:
+        [backup] = listed(envs[name])
+        assert backup["server"] == name and backup["id"].startswith(f"{name}/postgres_"), backup
+        assert f"{name} backup started" in output, output
+    assert re.search(r"db1 backup ok; next run .* server=db1$", output, re.MULTILINE), output
+
+    write_env(folder / "db3.env", {"POSTGRES_PORT": "not-a-port"})
+    refused = cli(process, "schedule", "--env-dir", str(folder))
+    assert refused.code == 2 and "server db3" in refused.stderr and "POSTGRES_PORT" in refused.stderr, refused.output
+    assert "Traceback" not in refused.output

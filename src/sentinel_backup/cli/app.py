@@ -56,6 +56,7 @@ class State:
     no_progress: bool = False
     env_dir: Path | None = None
     server_name: str | None = None  # --env-dir: the SERVER_NAME of the server being run (see cli.servers)
+    servers_folder: Path | None = None  # --env-dir for a command that runs every server itself (schedule)
     _settings: Settings | None = None
     _stdout: TextIO | None = None  # the real stdout while --quiet holds the command's output back
 
@@ -150,7 +151,9 @@ def command(name: str | None = None) -> Callable[[F], F]:
             root.no_progress = root.no_progress or no_progress
             from sentinel_backup.cli import servers
             folder = servers.env_dir(root.env_dir, root.env_file)
-            if folder is not None:
+            if folder is not None and (name or func.__name__) in servers.OWN_LOOP:
+                root.servers_folder = folder
+            elif folder is not None:
                 return servers.run_each(name or func.__name__, func, kwargs, root, folder)
             return run_command(func, kwargs, root)
 

@@ -6,8 +6,10 @@ Every ``*.env`` file in DIR describes one server (as pgBackRest stanzas, Barman'
 ``verify latest`` run once per file, in name order; a server that fails (a broken file
 included) does not stop the others; each server's output comes under its own heading (with
 ``--json``: one object, server -> result), and the exit code is the worst of them
-(:func:`worst`). A stop request (SIGINT/SIGTERM, exit 130) ends the whole run. Every other
-command acts on one server and refuses ``--env-dir``: ``--env-file DIR/NAME.env`` names it.
+(:func:`worst`). A stop request (SIGINT/SIGTERM, exit 130) ends the whole run. ``schedule``
+loops over the servers itself (one scheduler, every server's jobs: cli/commands/schedule.py).
+Every other command acts on one server and refuses ``--env-dir``: ``--env-file DIR/NAME.env``
+names it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 ENV_DIR_VARIABLE = "SENTINEL_ENV_DIR"
 PER_SERVER = ("backup", "prune", "check", "list", "drill", "verify")
+OWN_LOOP = ("schedule",)  # takes --env-dir and runs every server's jobs in one process itself
 # exit codes from the best to the worst: ok, warning (check), partial, usage/configuration, failed
 _RANK = {0: 0, 4: 1, 3: 2, 2: 3, EXIT_FAILURE: 4}
 
