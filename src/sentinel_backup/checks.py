@@ -85,6 +85,30 @@ def backup_checks(settings: Settings, catalog: Catalog, databases: list[str], no
     return results
 
 
+def sharing_check(settings: Settings, catalog: Catalog, here: dict[str, Any], now: datetime) -> list[CheckResult]:
+    """Without SERVER_NAME: another server writing logical backups into the same place (their
+    manifests name another host, port or container, within twice MAX_BACKUP_AGE, so a server that
+    only moved stops warning once its old backups are that old). Nothing when none is found."""
+    if settings.server_name:
+        return []
+    since = now - 2 * parse_duration(settings.max_backup_age)
+    others = sorted({_where(e.manifest.source) for e in catalog.entries
+                     if e.manifest.kind != "physical" and e.manifest.source and e.manifest.created_at >= since}
+                    - {_where(here)})
+    if not others:
+        return []
+    return [CheckResult("shared storage", WARNING,
+                        f"backups of another server ({', '.join(others)}) are written to the same storage without"
+                        " SERVER_NAME: its databases' backups, `latest` and retention mix with this server's",
+                        "give every server its own SERVER_NAME (docs/operations.md, 'Many servers, one bucket')")]
+
+
+def _where(source: dict[str, Any]) -> str:
+    if source.get("container"):
+        return f"container {source['container']}"
+    return f"{source.get('host') or 'local socket'}:{source.get('port') or 5432}"
+
+
 def drill_checks(settings: Settings, catalog: Catalog, destinations: list[Storage]) -> list[CheckResult]:
     """The newest drill record of each database's newest backup."""
     expected = settings.verify_after_backup is VerifyMode.RESTORE or bool(settings.drill_schedule)
@@ -185,6 +209,7 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
         results.append(result)
     catalog = scan(reachable, strict=False, server=settings.server_name)
     results += backup_checks(settings, catalog, databases, now)
+    results += sharing_check(settings, catalog, source.describe(), now)
     results.append(last_run_check(settings))
     results += drill_checks(settings, catalog, reachable)
     if not any(r.name == "source" and not r.ok for r in results):

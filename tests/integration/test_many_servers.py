@@ -229,3 +229,22 @@ def test_one_scheduler_runs_every_servers_jobs(envs: dict[str, dict[str, str]], 
     refused = cli(process, "schedule", "--env-dir", str(folder))
     assert refused.code == 2 and "server db3" in refused.stderr and "POSTGRES_PORT" in refused.stderr, refused.output
     assert "Traceback" not in refused.output
+
+
+def test_check_warns_when_two_unnamed_servers_share_the_storage(envs: dict[str, dict[str, str]],
+                                                                clusters: dict[str, TempCluster],
+                                                                tmp_path: Path) -> None:
+    """Without SERVER_NAME two servers' `postgres` backups would mix: `check` names the other one
+    (a warning with the fix) until each has its own name."""
+    unnamed = {name: {k: v for k, v in env.items() if not k.startswith(("SERVER_NAME", "S3_"))}
+               | {"BACKUP_DIR": str(tmp_path / "shared")} for name, env in envs.items()}
+    ok(cli(unnamed["db1"], "backup"))
+    alone = cli(unnamed["db1"], "check", "--json")
+    assert "shared storage" not in alone.stdout, alone.output  # only its own backups so far
+    ok(cli(unnamed["db2"], "backup"))
+    warned = cli(unnamed["db1"], "check", "--json")
+    [found] = [c for c in json.loads(warned.stdout)["checks"] if c["name"] == "shared storage"]
+    assert found["status"] == "warning" and f":{clusters['db2'].port}" in found["detail"], found
+    assert "SERVER_NAME" in found["hint"] and warned.code == 4, warned.output
+    named = {**unnamed["db1"], "SERVER_NAME": "db1"}
+    assert "shared storage" not in cli(named, "check", "--json").stdout
