@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from sentinel_backup import choices
 from sentinel_backup.config_derived import SettingsDerived
-from sentinel_backup.config_fields import FIELDS, MODEL_CHECKS, FieldSpec
+from sentinel_backup.config_fields import FIELDS, MODEL_CHECKS
+from sentinel_backup.config_spec import FieldSpec
 from sentinel_backup.config_values import parse_duration, parse_timeout
 from sentinel_backup.errors import ConfigError
 

@@ -11,8 +11,9 @@ import pytest
 
 from sentinel_backup import config_fields
 from sentinel_backup.config import Settings, load_settings
-from sentinel_backup.config_fields import FIELDS, FieldSpec
+from sentinel_backup.config_fields import FIELDS
 from sentinel_backup.config_lean import LeanSettings, load_lean
+from sentinel_backup.config_spec import FieldSpec
 from sentinel_backup.config_table import table_source
 from sentinel_backup.errors import ConfigError
 
