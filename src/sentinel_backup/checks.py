@@ -17,7 +17,7 @@ from sentinel_backup import private
 from sentinel_backup.choices import VerifyMode
 from sentinel_backup.config_values import parse_duration
 from sentinel_backup.errors import SentinelError
-from sentinel_backup.jobs.lastrun import LastRunUnreadable, read_last_run
+from sentinel_backup.jobs.lastrun import LastRunUnreadable, outcomes, read_last_run
 from sentinel_backup.model.catalog import Catalog, scan
 from sentinel_backup.model.check import CRITICAL, OK, RANK, WARNING, Check, Perf
 from sentinel_backup.pg.source import Source
@@ -85,6 +85,30 @@ def backup_checks(settings: Settings, catalog: Catalog, databases: list[str], no
     return results
 
 
+def sharing_check(settings: Settings, catalog: Catalog, here: dict[str, Any], now: datetime) -> list[CheckResult]:
+    """Without SERVER_NAME: another server writing logical backups into the same place (their
+    manifests name another host, port or container, within twice MAX_BACKUP_AGE, so a server that
+    only moved stops warning once its old backups are that old). Nothing when none is found."""
+    if settings.server_name:
+        return []
+    since = now - 2 * parse_duration(settings.max_backup_age)
+    others = sorted({_where(e.manifest.source) for e in catalog.entries
+                     if e.manifest.kind != "physical" and e.manifest.source and e.manifest.created_at >= since}
+                    - {_where(here)})
+    if not others:
+        return []
+    return [CheckResult("shared storage", WARNING,
+                        f"backups of another server ({', '.join(others)}) are written to the same storage without"
+                        " SERVER_NAME: its databases' backups, `latest` and retention mix with this server's",
+                        "give every server its own SERVER_NAME (docs/operations.md, 'Many servers, one bucket')")]
+
+
+def _where(source: dict[str, Any]) -> str:
+    if source.get("container"):
+        return f"container {source['container']}"
+    return f"{source.get('host') or 'local socket'}:{source.get('port') or 5432}"
+
+
 def drill_checks(settings: Settings, catalog: Catalog, destinations: list[Storage]) -> list[CheckResult]:
     """The newest drill record of each database's newest backup."""
     expected = settings.verify_after_backup is VerifyMode.RESTORE or bool(settings.drill_schedule)
@@ -132,7 +156,7 @@ def last_run_check(settings: Settings) -> CheckResult:
     if record is None:
         return CheckResult("last run", WARNING, "no backup run recorded in BACKUP_DIR")
     status = {"ok": OK, "partial": WARNING}.get(str(record.get("status")), CRITICAL)
-    failed = {db: v.get("error") or v.get("failed_destinations") for db, v in record.get("databases", {}).items()
+    failed = {db: v.get("error") or v.get("failed_destinations") for db, v in outcomes(record).items()
               if not v.get("ok") or v.get("failed_destinations")}
     detail = f"{record.get('status')} at {record.get('finished_at')}" + (f": {failed}" if failed else "")
     return CheckResult("last run", status, detail)
@@ -183,8 +207,9 @@ def run_checks(settings: Settings, *, now: datetime | None = None) -> list[Check
             result = CheckResult(result.name, WARNING, f"{result.detail}; BACKUP_DIR is readable by group or "
                                  f"others ({mode})", f"run: chmod 700 {settings.backup_dir}")
         results.append(result)
-    catalog = scan(reachable, strict=False)
+    catalog = scan(reachable, strict=False, server=settings.server_name)
     results += backup_checks(settings, catalog, databases, now)
+    results += sharing_check(settings, catalog, source.describe(), now)
     results.append(last_run_check(settings))
     results += drill_checks(settings, catalog, reachable)
     if not any(r.name == "source" and not r.ok for r in results):

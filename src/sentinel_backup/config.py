@@ -84,6 +84,13 @@ class Settings(SettingsDerived, BaseSettings):
     for the server's major version (`/usr/lib/postgresql/<major>/bin`, `/usr/pgsql-<major>/bin`), then newer ones,
     then PATH; a pg_dump older than the server is refused (exit 2)."""
 
+    server_name: str = Field("", validation_alias=_env("SERVER_NAME"))
+    """Name of this server when several back up to one bucket or folder: its logical backups go to
+    `servers/<name>/` (ids `<name>/<db>_<stamp>`), manifests, metrics (`server` label) and notifications
+    name it, and `list`, `latest` and retention see only its own backups. Letters, digits, `_ . -` (up to 63,
+    starting with a letter or digit; not `all`). Empty: the unnamed server (backups at the root, as before).
+    With `--env-dir`, the default is the env file's name without `.env`."""
+
     # --- backup -----------------------------------------------------------------
     backup_dir: Path = Field(validation_alias=_env("BACKUP_DIR"))
     """Local destination folder (created with mode 0700)."""
@@ -140,6 +147,9 @@ class Settings(SettingsDerived, BaseSettings):
     drill_pitr_marker: bool = Field(True, validation_alias=_env("DRILL_PITR_MARKER"))
     """Physical drills write two marker rows on the source (schema `sentinel_drill`) and a named restore point, and
     prove recovery reaches the point between them. `false` for servers where the tool may not write."""
+    drill_amcheck: bool = Field(False, validation_alias=_env("DRILL_AMCHECK"))
+    """Physical drills also run `pg_amcheck` (heap tables and B-tree indexes of every database) on the scratch server;
+    corruption fails the drill. Needs PostgreSQL 14+ contrib (pg_amcheck, the amcheck extension) where drills run."""
 
     # --- encryption -------------------------------------------------------------
     encrypt_enabled: bool = Field(False, validation_alias=_env("ENCRYPT_ENABLED"))
@@ -380,6 +390,13 @@ class Settings(SettingsDerived, BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("is not a known time zone (use a name like UTC or Europe/Paris)") from None
         return value
+
+    @field_validator("server_name", mode="before")
+    @classmethod
+    def _server(cls, value: Any) -> Any:
+        from sentinel_backup.model.layout import server_setting  # the lean reader's twin is the same function
+
+        return server_setting(value)
 
     @field_validator("postgres_db")
     @classmethod

@@ -35,7 +35,8 @@ SECTIONS = [
 
 EXAMPLES: dict[str, str] = {
     "POSTGRES_USER": "sentinel_user", "POSTGRES_DB": "sentinel_db", "POSTGRES_CONTAINER": "sentinel-postgres",
-    "POSTGRES_HOST": "db.internal", "POSTGRES_PORT": "5432", "POSTGRES_PASSWORD": "(use the _FILE variant)",
+    "SERVER_NAME": "db1", "POSTGRES_HOST": "db.internal", "POSTGRES_PORT": "5432",
+    "POSTGRES_PASSWORD": "(use the _FILE variant)",
     "POSTGRES_PASSWORD_FILE": "/etc/sentinel/pgpass.txt", "DOCKER_BIN": "podman",
     "PG_BIN_DIR": "/usr/lib/postgresql/16/bin", "BACKUP_DIR": "/var/backups/sentinel/postgres",
     "LOCAL_ENABLED": "false", "BACKUP_FORMAT": "custom", "COMPRESSION": "zstd", "COMPRESSION_LEVEL": "9",
@@ -46,6 +47,7 @@ EXAMPLES: dict[str, str] = {
     "PHYSICAL_ZSTD_BY_PG_BASEBACKUP": "false",
     "PHYSICAL_INCREMENTAL": "true", "PHYSICAL_FULL_EVERY": "7d", "PHYSICAL_MAX_INCREMENTALS": "6",
     "DRILL_PITR_MARKER": "false",
+    "DRILL_AMCHECK": "true",
     "ENCRYPT_ENABLED": "true",
     "ENCRYPTION_METHOD": "age", "ENCRYPTION_KEY_PATH": "/etc/sentinel/backup.key",
     "AGE_RECIPIENTS": "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",

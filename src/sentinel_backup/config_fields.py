@@ -7,22 +7,7 @@ tests/unit/test_config_lean.py fails when this drifts from the schema.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
-
-class FieldSpec(NamedTuple):
-    name: str
-    aliases: tuple[str, ...]
-    kind: str  # str, int, bool, path, enum:<choices class>
-    optional: bool = False
-    required: bool = False
-    default: Any = None
-    ge: int | None = None
-    le: int | None = None
-    before: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    secret: bool = False
-
+from sentinel_backup.config_spec import FieldSpec
 
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec('postgres_user', ('POSTGRES_USER',), 'str', required=True),
@@ -34,6 +19,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec('postgres_password_file', ('POSTGRES_PASSWORD_FILE',), 'path', optional=True, before=('_empty_optional',)),
     FieldSpec('docker_bin', ('DOCKER_BIN',), 'str', default='docker'),
     FieldSpec('pg_bin_dir', ('PG_BIN_DIR',), 'path', optional=True, before=('_empty_optional',)),
+    FieldSpec('server_name', ('SERVER_NAME',), 'str', default='', before=('_server',)),
     FieldSpec('backup_dir', ('BACKUP_DIR',), 'path', required=True),
     FieldSpec('local_enabled', ('LOCAL_ENABLED',), 'bool', default=True),
     FieldSpec('backup_format', ('BACKUP_FORMAT',), 'enum:BackupFormat', default='plain', before=('_lower',)),
@@ -55,6 +41,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec('physical_full_every', ('PHYSICAL_FULL_EVERY',), 'str', optional=True, before=('_empty_optional',), after=('_full_every',)),
     FieldSpec('physical_max_incrementals', ('PHYSICAL_MAX_INCREMENTALS',), 'int', optional=True, ge=1, before=('_empty_optional',)),
     FieldSpec('drill_pitr_marker', ('DRILL_PITR_MARKER',), 'bool', default=True),
+    FieldSpec('drill_amcheck', ('DRILL_AMCHECK',), 'bool', default=False),
     FieldSpec('encrypt_enabled', ('ENCRYPT_ENABLED',), 'bool', default=False),
     FieldSpec('encryption_method', ('ENCRYPTION_METHOD',), 'enum:EncryptionMethod', default='aes-256-cbc', before=('_lower',)),
     FieldSpec('encryption_key_path', ('ENCRYPTION_KEY_PATH',), 'path', optional=True, before=('_empty_optional',)),

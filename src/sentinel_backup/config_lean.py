@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from sentinel_backup import choices
 from sentinel_backup.config_derived import SettingsDerived
-from sentinel_backup.config_fields import FIELDS, MODEL_CHECKS, FieldSpec
+from sentinel_backup.config_fields import FIELDS, MODEL_CHECKS
+from sentinel_backup.config_spec import FieldSpec
 from sentinel_backup.config_values import parse_duration, parse_timeout
 from sentinel_backup.errors import ConfigError
 
@@ -211,10 +212,16 @@ def _dbs(value: str) -> str:
     return value
 
 
+def _server(value: Any) -> Any:
+    from sentinel_backup.model.layout import server_setting
+
+    return server_setting(value)
+
+
 VALIDATORS: dict[str, Any] = {
     "_level": _level, "_lower": _lower, "_empty_is_unset": _empty_is_unset, "_empty_optional": _empty_optional,
     "_webhooks": _webhooks, "_age": _duration, "_full_every": _duration, "_wal_age": _duration,
-    "_slot": _slot, "_timeout": _timeout, "_zone": _zone, "_dbs": _dbs,
+    "_slot": _slot, "_timeout": _timeout, "_zone": _zone, "_dbs": _dbs, "_server": _server,
 }
 
 
@@ -303,11 +310,14 @@ class LeanSettings(_Base):
         return f"LeanSettings({shown})"
 
 
-def load_lean(env_file: Path | None = None) -> LeanSettings:
-    """``config.load_settings`` without pydantic: the same file, precedence, values and messages."""
+def load_lean(env_file: Path | None = None, **overrides: Any) -> LeanSettings:
+    """``config.load_settings`` without pydantic: the same file, precedence, values and messages;
+    ``overrides`` (by variable name, e.g. ``SERVER_NAME``) win over both, as there."""
     path = env_file_path(env_file)
     file_values = read_env_file(path)
-    settings = LeanSettings(raw_values(file_values, os.environ))
+    given = raw_values(file_values, os.environ)
+    given.update({spec.name: overrides[a] for spec in FIELDS for a in spec.aliases if a in overrides})
+    settings = LeanSettings(given)
     from sentinel_backup.config_env import unknown_variables
 
     settings._warnings = unknown_variables(file_values, os.environ)

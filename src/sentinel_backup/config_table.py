@@ -68,22 +68,7 @@ tests/unit/test_config_lean.py fails when this drifts from the schema.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
-
-class FieldSpec(NamedTuple):
-    name: str
-    aliases: tuple[str, ...]
-    kind: str  # str, int, bool, path, enum:<choices class>
-    optional: bool = False
-    required: bool = False
-    default: Any = None
-    ge: int | None = None
-    le: int | None = None
-    before: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    secret: bool = False
-
+from sentinel_backup.config_spec import FieldSpec
 
 '''
 

@@ -80,20 +80,36 @@ class _Console(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class _Server(logging.Filter):
+    """Every record names the server (SERVER_NAME): servers sharing a LOG_FILE stay apart."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.server = name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.fields = {**(getattr(record, "fields", {}) or {}), "server": self.server}
+        return True
+
+
 def setup(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogFormat.TEXT, file: Path | None = None, *,
-          to_stderr: bool = False, quiet: bool = False) -> None:
+          to_stderr: bool = False, quiet: bool = False, server: str = "") -> None:
     """(Re)configure the package logger. Safe to call more than once. ``to_stderr`` keeps
     stdout for machine-readable output (``--json``); ``quiet`` (``--quiet``) shows only
-    warnings and errors on the console, while LOG_FILE still gets every record of ``level``."""
+    warnings and errors on the console, while LOG_FILE still gets every record of ``level``;
+    ``server`` (SERVER_NAME) is added to every record as the field ``server``."""
     logger = logging.getLogger(ROOT)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
+    named = [_Server(server)] if server else []  # on the handlers: a logger's filters skip its children
     logger.setLevel(_LEVELS[level])
     logger.propagate = False
     formatter: logging.Formatter = JsonFormatter() if fmt is LogFormat.JSON else TextFormatter()
     out = _Console(to_stderr)
     out.setFormatter(formatter)
+    for one in named:
+        out.addFilter(one)
     if quiet:
         out.setLevel(logging.WARNING)
     logger.addHandler(out)
@@ -105,6 +121,8 @@ def setup(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogFormat.TEXT, file
             raise ConfigError(f"LOG_FILE {file} cannot be opened: {exc.strerror}",
                               "create its folder and give this user write access, or unset LOG_FILE") from None
         handler.setFormatter(formatter)
+        for one in named:
+            handler.addFilter(one)
         logger.addHandler(handler)
 
 

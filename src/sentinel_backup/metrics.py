@@ -2,7 +2,10 @@
 
 After every run the tool rewrites ``METRICS_FILE`` (it should end in ``.prom``). The file
 describes the latest known state of every database, not only of this run: the previous
-file is read back first, and values this run did not refresh are carried forward. So a
+file is read back first, and values this run did not refresh are carried forward. Every series
+carries the ``server`` label (SERVER_NAME, "" for the unnamed server): servers sharing one file
+never touch each other's series; per database also ``kind`` (``database``, ``globals`` for the
+roles and tablespaces, so that a database named "globals" is a series of its own, ``physical``). So a
 failed run never erases the last success timestamp of a database, and a backup run keeps
 the drill gauges of the last drill (and the other way round).
 
@@ -30,12 +33,15 @@ dropped. ``build_info{version, python}`` is always 1.
 
 The file is written atomically: a hidden temp file in the same folder (never
 matching ``*.prom``), fsynced, then renamed over the old file, so a reader sees the old
-file or the new one, never a partial one. Concurrent writers are excluded by the run lock.
+file or the new one, never a partial one. Concurrent writers (servers with their own BACKUP_DIR,
+hence their own run lock, sharing one file) take turns on a flock of a hidden ``.<name>.lock`` beside it
+for the read-merge-write, so no server's update is lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import platform
@@ -58,26 +64,28 @@ log = logging.getLogger(__name__)
 PREFIX = "sentinel_backup_"
 
 # metric name (without PREFIX) -> (help text, label names). The order here is the file's order.
+DB = ("server", "database", "kind")  # kind: database, globals (roles and tablespaces), physical
 METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "last_run_timestamp_seconds": ("Unix time the last backup run finished.", ()),
-    "last_run_success": ("1 if the last backup run succeeded completely, else 0.", ()),
-    "last_success_timestamp_seconds": ("Unix time the newest successful backup of the database finished.",
-                                       ("database",)),
-    "last_failure_timestamp_seconds": ("Unix time the newest failed backup attempt of the database finished.",
-                                       ("database",)),
-    "duration_seconds": ("Seconds the newest backup attempt of the database took.", ("database",)),
-    "raw_bytes": ("Uncompressed dump size of the newest successful backup.", ("database",)),
-    "stored_bytes": ("Stored (compressed, encrypted) size of the newest successful backup.", ("database",)),
-    "result": ("1 if the newest backup attempt reached the destination, else 0.", ("database", "destination")),
-    "drill_success": ("1 if the newest restore drill of the database passed, else 0.", ("database",)),
-    "drill_restore_seconds": ("Seconds the last measured drill restore took.", ("database",)),
-    "drill_last_timestamp_seconds": ("Unix time the newest restore drill finished.", ("database",)),
-    "destination_backups": ("Backups with a manifest on the destination.", ("destination",)),
-    "destination_stored_bytes": ("Stored bytes of the backups with a manifest on the destination.",
-                                 ("destination",)),
-    "destination_oldest_backup_timestamp_seconds": ("Unix time the oldest backup on the destination was taken.",
-                                                    ("destination",)),
+    "last_run_timestamp_seconds": ("Unix time the last backup run finished.", ("server",)),
+    "last_run_success": ("1 if the last backup run succeeded completely, else 0.", ("server",)),
+    "last_success_timestamp_seconds": ("Unix time the newest successful backup of the database finished.", DB),
+    "last_failure_timestamp_seconds": ("Unix time the newest failed backup attempt of the database finished.", DB),
+    "duration_seconds": ("Seconds the newest backup attempt of the database took.", DB),
+    "raw_bytes": ("Uncompressed dump size of the newest successful backup.", DB),
+    "stored_bytes": ("Stored (compressed, encrypted) size of the newest successful backup.", DB),
+    "result": ("1 if the newest backup attempt reached the destination, else 0.", (*DB, "destination")),
+    "drill_success": ("1 if the newest restore drill of the database passed, else 0.", DB),
+    "drill_restore_seconds": ("Seconds the last measured drill restore took.", DB),
+    "drill_last_timestamp_seconds": ("Unix time the newest restore drill finished.", DB),
+    "destination_backups": ("Backups of the server with a manifest on the destination.", ("server", "destination")),
+    "destination_stored_bytes": ("Stored bytes of the server's backups with a manifest on the destination.",
+                                 ("server", "destination")),
+    "destination_oldest_backup_timestamp_seconds": ("Unix time the server's oldest backup on the destination was"
+                                                    " taken.", ("server", "destination")),
 }
+# labels a file written before they existed lacks: read with these values
+_DEFAULTS = {"server": ""}
+_OLD_KINDS = {"globals": "globals", "(cluster)": "physical"}
 BUILD_INFO = ("build_info", "Always 1; the labels say which version wrote the file.")
 
 Labels = tuple[str, ...]
@@ -95,6 +103,7 @@ class DatabaseResult:
     raw_bytes: int | None = None
     stored_bytes: int | None = None
     destinations: Mapping[str, bool] = field(default_factory=dict)  # destination name -> stored and validated
+    kind: str = "database"  # or globals, physical
 
     @property
     def duration_seconds(self) -> float:
@@ -109,6 +118,7 @@ class DrillResult:
     ok: bool
     finished: datetime
     restore_seconds: float | None = None
+    kind: str = "database"  # or physical
 
 
 @dataclass(frozen=True)
@@ -133,11 +143,13 @@ class RunMetrics:
     ok: bool
     databases: Sequence[DatabaseResult] = ()
     drills: Sequence[DrillResult] = ()
-    # the databases the run was configured to back up: the series of all others are dropped
-    scope: frozenset[str] | None = None
+    # the (database, kind) pairs the run was configured to back up: the series of all others
+    # (of this server) are dropped; a plain name stands for (name, "database")
+    scope: frozenset[str | tuple[str, str]] | None = None
     # destination name -> what it holds (None: could not be listed, keep the previous values);
     # destinations not named are dropped. None: no inventory taken, everything carried forward.
     inventory: Mapping[str, DestinationInventory | None] | None = None
+    server: str = ""  # SERVER_NAME: every series this invocation writes carries it
 
 
 def write_metrics(path: Path, results: RunMetrics) -> None:
@@ -146,26 +158,43 @@ def write_metrics(path: Path, results: RunMetrics) -> None:
     Raises SentinelError when the file cannot be written; callers treat that as a warning
     (metrics never decide a backup's outcome).
     """
-    state = merge(read_state(path), results)
-    write_atomically(path, render(state))
+    with _writer_turn(path):
+        state = merge(read_state(path), results)
+        write_atomically(path, render(state))
+
+
+@contextlib.contextmanager
+def _writer_turn(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``.<name>.lock`` beside ``path`` (waits for another writer)."""
+    try:
+        fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def merge(previous: State, results: RunMetrics) -> State:
     """The new state: ``previous`` with everything ``results`` says applied (pure)."""
     state: State = {name: dict(previous.get(name, {})) for name in METRICS}
+    server = results.server
     if results.finished is not None:
-        state["last_run_timestamp_seconds"][()] = results.finished.timestamp()
-        state["last_run_success"][()] = 1.0 if results.ok else 0.0
+        state["last_run_timestamp_seconds"][(server,)] = results.finished.timestamp()
+        state["last_run_success"][(server,)] = 1.0 if results.ok else 0.0
     if results.scope is not None:
+        scope = {(s, "database") if isinstance(s, str) else s for s in results.scope}
         for name, (_, label_names) in METRICS.items():
-            if label_names[:1] == ("database",):
-                state[name] = {k: v for k, v in state[name].items() if k[0] in results.scope}
+            if label_names[:3] == DB:
+                state[name] = {k: v for k, v in state[name].items() if k[0] != server or (k[1], k[2]) in scope}
     for db in results.databases:
-        _merge_database(state, db)
+        _merge_database(state, db, server)
     if results.inventory is not None:
-        _merge_inventory(state, results.inventory)
+        _merge_inventory(state, results.inventory, server)
     for drill in results.drills:
-        key = (drill.database,)
+        key = (server, drill.database, drill.kind)
         state["drill_success"][key] = 1.0 if drill.ok else 0.0
         state["drill_last_timestamp_seconds"][key] = drill.finished.timestamp()
         if drill.restore_seconds is not None:
@@ -173,18 +202,18 @@ def merge(previous: State, results: RunMetrics) -> State:
     return state
 
 
-def _merge_database(state: State, db: DatabaseResult) -> None:
-    key = (db.database,)
+def _merge_database(state: State, db: DatabaseResult, server: str) -> None:
+    key = (server, db.database, db.kind)
     state["duration_seconds"][key] = db.duration_seconds
     results = state["result"]
-    known = {labels[1] for labels in results if labels[0] == db.database}
+    known = {labels[3] for labels in results if labels[:3] == key}
     for destination in known - set(db.destinations):
         if db.ok:
-            del results[(db.database, destination)]  # no longer configured
+            del results[(*key, destination)]  # no longer configured
         else:
-            results[(db.database, destination)] = 0.0  # the failed attempt never reached it
+            results[(*key, destination)] = 0.0  # the failed attempt never reached it
     for destination, reached in db.destinations.items():
-        results[(db.database, destination)] = 1.0 if reached else 0.0
+        results[(*key, destination)] = 1.0 if reached else 0.0
     if not db.ok:
         state["last_failure_timestamp_seconds"][key] = db.finished.timestamp()
     if db.ok:
@@ -195,14 +224,14 @@ def _merge_database(state: State, db: DatabaseResult) -> None:
             state["stored_bytes"][key] = float(db.stored_bytes)
 
 
-def _merge_inventory(state: State, inventory: Mapping[str, DestinationInventory | None]) -> None:
+def _merge_inventory(state: State, inventory: Mapping[str, DestinationInventory | None], server: str) -> None:
     names = ("destination_backups", "destination_stored_bytes", "destination_oldest_backup_timestamp_seconds")
     for name in names:
-        state[name] = {k: v for k, v in state[name].items() if k[0] in inventory}
+        state[name] = {k: v for k, v in state[name].items() if k[0] != server or k[1] in inventory}
     for destination, held in inventory.items():
         if held is None:
             continue  # not listed this time: the previous values stay
-        key = (destination,)
+        key = (server, destination)
         state["destination_backups"][key] = float(held.backups)
         state["destination_stored_bytes"][key] = float(held.stored_bytes)
         if held.oldest is None:
@@ -259,8 +288,12 @@ def _read_family(state: State, family: Metric) -> None:
         return  # not ours, or from another version: dropped
     label_names = METRICS[name][1]
     for sample in family.samples:
-        if sample.name == family.name and set(sample.labels) == set(label_names):
-            state[name][tuple(sample.labels[label] for label in label_names)] = float(sample.value)
+        labels = dict(sample.labels)
+        if "kind" in label_names and "kind" not in labels and "database" in labels:  # a file before `kind`
+            labels["kind"] = _OLD_KINDS.get(labels["database"], "database")
+        labels = {**_DEFAULTS, **labels}
+        if sample.name == family.name and set(labels) == set(label_names):
+            state[name][tuple(labels[label] for label in label_names)] = float(sample.value)
 
 
 class _StateCollector(Collector):

@@ -188,6 +188,7 @@ class Notifier:
     secrets: Sequence[str] = ()
     transport: Transport = field(default_factory=Transport)
     healthcheck_url: str | None = None
+    server: str = ""  # SERVER_NAME: every event sent names it
 
     @classmethod
     def from_settings(cls, settings: Settings, transport: Transport | None = None) -> Notifier:
@@ -196,7 +197,8 @@ class Notifier:
                    settings.minio_secret_key or "", settings.minio_access_key or ""]
         return cls(urls=urls, enabled=settings.webhook_enabled, level=settings.notification_level.value,
                    format=settings.webhook_format.value, secrets=[s for s in secrets if s],
-                   transport=transport or Transport(), healthcheck_url=settings.healthcheck_url)
+                   transport=transport or Transport(), healthcheck_url=settings.healthcheck_url,
+                   server=settings.server_name)
 
     def ping(self, kind: str, body: str | None = None) -> bool | None:
         """Ping HEALTHCHECK_URL (start / success / fail); None when it is not set. Never raises."""
@@ -213,7 +215,7 @@ class Notifier:
         """Send the event to every URL (unless filtered out). Never raises."""
         if not force and not self.wants(event):
             return []
-        safe = _scrubbed(event, self.secrets)
+        safe = replace(_scrubbed(event, self.secrets), server=event.server or self.server)
         until = self.transport.clock() + self.transport.deadline
         return [self._deliver(url, safe, until) for url in self.urls]
 

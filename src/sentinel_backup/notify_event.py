@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from sentinel_backup import __version__
 
 SCHEMA = "sentinel-backup.event/v1"
+GLOBALS_TEXT = "roles and tablespaces"  # the globals part of a run, never a database's name in a list
 
 
 class EventKind(StrEnum):
@@ -47,13 +48,30 @@ class RunEvent:
 
     kind: EventKind
     host: str = field(default_factory=socket.gethostname)
-    databases: Sequence[str] = ()
+    databases: Sequence[str] = ()  # database names (the roles and tablespaces are ``globals_size``)
     sizes: Mapping[str, int] = field(default_factory=dict)  # database -> stored bytes
     duration_seconds: float | None = None
     destinations: Sequence[str] = ()
     error: str | None = None
     counts: Mapping[str, int] = field(default_factory=dict)  # e.g. removed, kept, failed
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    server: str = ""  # SERVER_NAME ("": unnamed)
+    globals: bool = False  # the run included the roles and tablespaces (pg_dumpall --globals-only)
+    globals_size: int | None = None  # their stored bytes, when backed up
+
+    @property
+    def where(self) -> str:
+        """The host, and the server when it has a name: ``host (server db1)``."""
+        return f"{self.host} (server {self.server})" if self.server else self.host
+
+    @property
+    def parts(self) -> list[str]:
+        """What the run covered, for people: the databases, then the roles and tablespaces."""
+        return [*self.databases, *([GLOBALS_TEXT] if self.globals else [])]
+
+    @property
+    def total_size(self) -> int:
+        return sum(self.sizes.values()) + (self.globals_size or 0)
 
     @property
     def severity(self) -> str:
@@ -66,11 +84,11 @@ class RunEvent:
         return _TITLE[self.kind]
 
     def summary(self) -> str:
-        parts = [f"{self.title} on {self.host}"]
-        if self.databases:
-            parts.append(", ".join(self.databases))
-        if self.sizes:
-            parts.append(human_size(sum(self.sizes.values())))
+        parts = [f"{self.title} on {self.where}"]
+        if self.parts:
+            parts.append(", ".join(self.parts))
+        if self.sizes or self.globals_size:
+            parts.append(human_size(self.total_size))
         if self.duration_seconds is not None:
             parts.append(human_duration(self.duration_seconds))
         if self.destinations:
@@ -154,10 +172,13 @@ def split_target(item: str, default: str = "auto") -> tuple[str, str]:
 def _fields(event: RunEvent) -> list[tuple[str, str]]:
     """(name, value) pairs shown by Slack and Discord, error excluded."""
     rows = [("Host", event.host)]
-    if event.databases:
-        rows.append(("Databases", ", ".join(event.databases)))
-    if event.sizes:
-        rows.append(("Size", ", ".join(f"{db}: {human_size(n)}" for db, n in event.sizes.items())))
+    if event.server:
+        rows.append(("Server", event.server))
+    if event.parts:
+        rows.append(("Databases", ", ".join(event.parts)))
+    sizes = [*event.sizes.items(), *([(GLOBALS_TEXT, event.globals_size)] if event.globals_size is not None else [])]
+    if sizes:
+        rows.append(("Size", ", ".join(f"{db}: {human_size(n)}" for db, n in sizes)))
     if event.duration_seconds is not None:
         rows.append(("Duration", human_duration(event.duration_seconds)))
     if event.destinations:
@@ -174,9 +195,11 @@ def json_payload(event: RunEvent) -> dict[str, Any]:
     return {
         "schema": SCHEMA, "event": event.kind.value, "severity": event.severity, "summary": event.summary(),
         "text": event.summary() + (f"\n{event.error}" if event.error else ""),
-        "host": event.host, "time": event.time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "host": event.host, "server": event.server,
+        "time": event.time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "tool_version": __version__, "databases": list(event.databases), "sizes_bytes": dict(event.sizes),
-        "total_size_bytes": sum(event.sizes.values()), "duration_seconds": event.duration_seconds,
+        "globals": {"size_bytes": event.globals_size} if event.globals else None,
+        "total_size_bytes": event.total_size, "duration_seconds": event.duration_seconds,
         "destinations": list(event.destinations), "error": event.error, "counts": dict(event.counts),
     }
 

@@ -58,12 +58,15 @@ POLL_SECONDS = 1.0  # longest idle sleep: a clock change (suspend, NTP step) is 
 
 @dataclass(frozen=True)
 class Job:
-    """A named action on a cron expression. ``variable`` (e.g. BACKUP_SCHEDULE) is named in errors."""
+    """A named action on a cron expression. ``variable`` (e.g. BACKUP_SCHEDULE) is named in errors.
+    ``lock_folder``: the folder whose run lock the job runs under, when not the scheduler's own
+    (one scheduler for several servers: each job takes its server's BACKUP_DIR lock)."""
 
     name: str
     cron: str
     action: JobAction
     variable: str = "schedule"
+    lock_folder: Path | None = None
 
 
 class Outcome(StrEnum):
@@ -204,7 +207,7 @@ class Scheduler:
         """Run ``job`` under the run lock; failures are logged, not raised."""
         with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(run_lock(self._lock_folder))
+                stack.enter_context(run_lock(job.lock_folder or self._lock_folder))
             except BackupFailed as exc:
                 log.warning("%s skipped (due %s): %s", job.name, scheduled.isoformat(), exc)
                 return Outcome.SKIPPED

@@ -43,8 +43,9 @@ def test_adhoc_backup_of_chosen_databases(pg: TempCluster, new_db: str, other_db
     assert databases_backed_up(env) == [("database", new_db), ("database", other_db)]
     assert last_run.read_text() == record  # the scheduled run's record stays
     text = metrics.read_text()
-    assert f'sentinel_backup_last_success_timestamp_seconds{{database="{new_db}"}}' in text  # carried forward
-    assert f'sentinel_backup_last_success_timestamp_seconds{{database="{other_db}"}}' in text
+    series = 'sentinel_backup_last_success_timestamp_seconds{{database="{}",kind="database",server=""}}'
+    assert series.format(new_db) in text  # carried forward
+    assert series.format(other_db) in text
 
     both = cli(env, "backup", "--database", new_db, "--database", other_db)
     assert both.code == 0, both.output

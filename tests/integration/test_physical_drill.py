@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Result, cli
+from tests.integration.test_incremental_chain import leftover_scratch
 from tests.plugins.archive import ArchivingCluster, WalTool
 
 
@@ -69,7 +70,7 @@ def test_a_drill_passes_records_rto_and_rpo_and_cleans_a_leftover(backed_up: Arc
     assert record["reached_time"] and record["restore_point"].startswith("sentinel_drill_")
     assert record["tables_checked"] >= 3  # items, the marker table, other in database second
     assert [c["ok"] for c in record["checks"]] == [True, True, True]
-    assert 'sentinel_backup_drill_success{database="(cluster)"} 1' in metrics.read_text()
+    assert 'sentinel_backup_drill_success{database="(cluster)",kind="physical",server=""} 1' in metrics.read_text()
     # the source holds the marker rows of the last drill: A and B
     assert archive.psql("SELECT string_agg(phase, ',' ORDER BY phase) FROM sentinel_drill.marker") == "A,B"
 
@@ -121,7 +122,7 @@ def test_a_restore_point_never_reached_fails_the_drill(backed_up: ArchivingClust
     assert result.code == 1 and "FAILED" in result.stdout, result.output
     assert "was never reached" in result.stdout
     assert scratch_left() == []
-    assert not [p for p in Path(tempfile.gettempdir()).glob("sentinel-combine-*") if p.stat().st_uid == os.getuid()]
+    assert not leftover_scratch()
 
 
 def test_sigterm_during_a_drill_removes_the_scratch_server_and_folder(backed_up: ArchivingCluster,
@@ -210,3 +211,56 @@ def test_a_role_that_may_not_write_the_marker_is_told_how_to_proceed(backed_up: 
     assert "marker could not be written" in result.stdout and "DRILL_PITR_MARKER=false" in result.stdout
     assert markers() == before  # nothing written: no schema created, no marker row added
     assert scratch_left() == []
+
+
+def test_drill_amcheck_checks_every_database_and_records_it(backed_up: ArchivingCluster, wal_tool: WalTool) -> None:
+    archive = backed_up
+    result = drill(archive, wal_tool, env={"DRILL_AMCHECK": "true"})
+    assert result.code == 0 and "PASSED" in result.stdout, result.output
+    record = cli(archive.values, "list", "--json").json()[0]["drill"]
+    (amcheck,) = [c for c in record["checks"] if c["sql"] == "pg_amcheck"]
+    assert amcheck["ok"] is True and "no corruption" in amcheck["detail"]
+    assert record["amcheck_seconds"] > 0
+    # the extension was created on the scratch server only, never on the source
+    assert archive.psql("SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'") == "0"
+    assert scratch_left() == []
+
+
+# A B-tree index whose operator class's comparison function is replaced after the index was
+# built: the pages are intact (checksums pass, every table reads), but the items are out of
+# order for the operator class, which bt_index_check reports. Written on the source, it
+# reaches the drill's scratch server through the WAL archive like any corruption a backup holds.
+CORRUPT_INDEX_SQL = """
+CREATE FUNCTION sentinel_cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT btint4cmp($1, $2)';
+CREATE OPERATOR CLASS sentinel_ops FOR TYPE int USING btree AS OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =,
+    OPERATOR 4 >=, OPERATOR 5 >, FUNCTION 1 sentinel_cmp(int, int);
+CREATE INDEX items_scrambled ON items (id sentinel_ops);
+CREATE OR REPLACE FUNCTION sentinel_cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT btint4cmp($2, $1)';
+"""
+
+
+def test_drill_amcheck_fails_the_drill_naming_the_corrupt_index(backed_up: ArchivingCluster,
+                                                                 wal_tool: WalTool) -> None:
+    archive = backed_up
+    archive.psql(CORRUPT_INDEX_SQL)
+    assert cli(archive.values, "--env-file", str(archive.env_file), "verify", "latest", "--physical", "--restore",
+               "--tool-command", " ".join(wal_tool.argv)).code == 0  # without DRILL_AMCHECK nothing notices
+    result = drill(archive, wal_tool, env={"DRILL_AMCHECK": "true"})
+    assert result.code == 1 and "FAILED" in result.stdout, result.output
+    assert 'btree index postgres.public.items_scrambled' in result.stdout
+    record = cli(archive.values, "list", "--json").json()[0]["drill"]
+    assert record["passed"] is False
+    (amcheck,) = [c for c in record["checks"] if c["sql"] == "pg_amcheck"]
+    assert not amcheck["ok"] and "item order invariant violated" in amcheck["detail"]
+    assert scratch_left() == []
+
+
+def test_amcheck_result_reads_pg_amcheck_output() -> None:
+    from sentinel_backup.physical.drill import amcheck_result
+    assert amcheck_result("pg_amcheck", 0, "", "").ok
+    found = amcheck_result("pg_amcheck", 2, 'heap table "db.public.t", block 3, offset 7:\n    xmin 9 precedes\n'
+                           'btree index "db.public.t_pkey":\n    ERROR:  index "t_pkey" is corrupt\n', "")
+    assert not found.ok and "2 relation(s): heap table db.public.t, btree index db.public.t_pkey" in found.detail
+    assert "first finding: xmin 9 precedes" in found.detail
+    failed = amcheck_result("pg_amcheck", 1, "", 'pg_amcheck: error: extension "amcheck" is not available')
+    assert not failed.ok and "is not available" in failed.detail and "DRILL_AMCHECK=false" in (failed.hint or "")

@@ -34,7 +34,10 @@ def read(path: Path) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
+    """A sample of the unnamed server (``server=""``); of a database's backups (``kind="database"``)
+    unless ``kind`` is given."""
+    defaults = {"server": "", **({"kind": "database"} if "database" in labels else {})}
+    return samples[(name, tuple(sorted({**defaults, **labels}.items())))]
 
 
 def manifest_of(env: dict[str, str]) -> dict[str, object]:
@@ -67,7 +70,7 @@ def test_metrics_after_success_then_failure(pg: TempCluster, db: str, base_env: 
     assert first_run >= value(samples, "last_success_timestamp_seconds", database=db)
     assert not any(name.startswith("drill_") for name, _ in samples)  # no drill has run yet
     assert stat.S_IMODE(metrics.stat().st_mode) == 0o600  # private when new (chmod 644 once for node_exporter: kept)
-    assert [p.name for p in folder.iterdir()] == ["sentinel.prom"]  # no temp file left beside it
+    assert sorted(p.name for p in folder.iterdir()) == [".sentinel.prom.lock", "sentinel.prom"]  # no temp file
 
     # The database disappears: the run fails, the last success is carried forward.
     pg.psql(f"DROP DATABASE {db} WITH (FORCE)")
@@ -81,7 +84,7 @@ def test_metrics_after_success_then_failure(pg: TempCluster, db: str, base_env: 
     assert value(after, "raw_bytes", database=db) == manifest["raw_size_bytes"]
     assert value(after, "stored_bytes", database=db) == manifest["size_bytes"]
     assert value(after, "result", database=db, destination="local") == 0
-    assert [p.name for p in folder.iterdir()] == ["sentinel.prom"]
+    assert sorted(p.name for p in folder.iterdir()) == [".sentinel.prom.lock", "sentinel.prom"]
 
 
 def test_drills_set_the_drill_gauges(pg: TempCluster, db: str, base_env: dict[str, str], tmp_path: Path) -> None:

@@ -143,3 +143,31 @@ def test_an_unreadable_destination_is_an_error_of_its_own_unless_alone(tmp_path:
     assert len(catalog.entries) == 1 and catalog.errors == {"s3": "broken: cannot list"}
     with pytest.raises(StorageError):
         scan([broken])
+
+
+def server_backup(storage: LocalStorage, server: str, stamp: str, database: str = "postgres") -> Manifest:
+    name = f"sentinel_backup_{database}_{stamp}.sql.gz"
+    artifact = f"servers/{server}/{name}" if server else name
+    manifest = manifest_doc(artifact, datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC),
+                            id=f"{server}/{database}_{stamp}" if server else f"{database}_{stamp}",
+                            database=database, server=server)
+    storage.put_bytes(artifact, b"data")
+    storage.put_bytes(manifest.manifest_key, manifest.to_json())
+    return manifest
+
+
+def test_a_catalog_for_one_server_lists_its_own_and_finds_the_others_by_id(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    server_backup(storage, "db1", "20261201T030000Z")
+    newest_db2 = server_backup(storage, "db2", "20261202T030000Z")
+    unnamed = server_backup(storage, "", "20261130T030000Z")
+    everything = scan([storage])
+    assert [e.server for e in everything.entries] == ["db2", "db1", ""] and everything.others == []
+    one = scan([storage], server="db1")
+    assert [e.id for e in one.entries] == ["db1/postgres_20261201T030000Z"]
+    assert one.find("latest").id == "db1/postgres_20261201T030000Z"  # never another server's newer backup
+    assert one.find(newest_db2.id).server == "db2"  # but any backup by its id
+    assert one.find(unnamed.id).server == ""
+    assert scan([storage], server="").find("latest").id == unnamed.id
+    assert scan([storage], server="db3").entries == []
+    assert one.entries[0].to_json()["server"] == "db1"

@@ -40,6 +40,9 @@ def test_database_lists_and_all() -> None:
     ({"RETENTION_TIMEZONE": "Mars/Olympus"}, "RETENTION_TIMEZONE"),
     ({"MAX_BACKUP_AGE": "soon"}, "MAX_BACKUP_AGE"),
     ({"POSTGRES_DB": " , "}, "POSTGRES_DB"),
+    ({"SERVER_NAME": "db/1"}, "SERVER_NAME: must be one safe path segment"),
+    ({"SERVER_NAME": "all"}, "SERVER_NAME"),
+    ({"SERVER_NAME": ".."}, "SERVER_NAME"),
 ])
 def test_bad_values_name_the_variable(values: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -11,8 +11,9 @@ import pytest
 
 from sentinel_backup import config_fields
 from sentinel_backup.config import Settings, load_settings
-from sentinel_backup.config_fields import FIELDS, FieldSpec
+from sentinel_backup.config_fields import FIELDS
 from sentinel_backup.config_lean import LeanSettings, load_lean
+from sentinel_backup.config_spec import FieldSpec
 from sentinel_backup.config_table import table_source
 from sentinel_backup.errors import ConfigError
 
@@ -38,6 +39,7 @@ EXTRA: dict[str, list[str]] = {  # values the schema's validators care about
     "wal_receive_slot": ["ok_slot", " ok ", "Bad-Slot", "x" * 64],
     "retention_timezone": ["Europe/Paris", "Mars/Base", "../etc"], "schedule_timezone": ["UTC", ""],
     "postgres_db": ["a,b", " , ", "all"], "webhook_url": ["https://hooks.example/x", "slack:https://h/x"],
+    "server_name": ["db1", " pg-eu.prod ", "all", "db/1", "-x", "x" * 64],
 }
 
 

@@ -4,6 +4,7 @@ failed drill's notification (one place for the CLI and the jobs)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sentinel_backup.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, Interrupted
 from sentinel_backup.jobs.events import drill_failed_event, run_event
@@ -56,7 +57,8 @@ def test_metrics_of_a_run_and_of_drills() -> None:
     assert by_db["a"].ok and by_db["a"].stored_bytes == 100 and by_db["a"].destinations == {"local": True,
                                                                                              "s3": False}
     assert not by_db["b"].ok and by_db["b"].raw_bytes is None
-    assert metrics.scope == frozenset({"a", "b"}) and not metrics.ok  # a failed database: not a success
+    assert metrics.scope == frozenset({("a", "database"), ("b", "database")})
+    assert not metrics.ok  # a failed database: not a success
     assert [(d.database, d.ok, d.restore_seconds) for d in metrics.drills] == [("a", True, 2.5)]
     alone = metrics_for(None, [drill])
     assert alone.scope is None and alone.finished is None  # a drill alone carries every database forward
@@ -79,3 +81,36 @@ def test_drill_record_keeps_its_format_with_check_results() -> None:
     doc = json.loads(report.to_json())
     assert doc["checks"] == [{"sql": "SELECT true", "ok": True, "detail": "returned 't'"},
                              {"sql": "SELECT 1/0", "ok": False, "detail": "ERR"}]
+
+
+def test_the_roles_are_not_a_database_named_globals_in_events_and_metrics() -> None:
+    roles = Outcome("globals", "globals", manifest=manifest("roles", 7), stored=["local"])
+    failed_roles = Outcome("globals", "globals", error="pg_dumpall failed")
+    event = run_event(RunResult([good("globals"), roles], START, 1.0))
+    assert event.databases == ["globals"] and event.sizes == {"globals": 100}
+    assert event.globals and event.globals_size == 7
+    failed = run_event(RunResult([good("globals"), failed_roles], START, 1.0))
+    assert failed.error == "roles and tablespaces: pg_dumpall failed" and failed.globals_size is None
+    metrics = metrics_for(RunResult([good("globals"), roles], START, 1.0), [])
+    assert {(d.database, d.kind) for d in metrics.databases} == {("globals", "database"), ("globals", "globals")}
+
+
+def test_last_run_record_keeps_the_roles_apart_per_server(tmp_path: Path) -> None:
+    """The roles under `globals`, a database named globals under `databases`; a named server's
+    record has its own file; an old record (roles in `databases`) still reads."""
+    from sentinel_backup.config import settings_from
+    from sentinel_backup.jobs.lastrun import GLOBALS_LABEL, last_run_path, outcomes, read_last_run, write_last_run
+
+    base = {"POSTGRES_USER": "u", "POSTGRES_DB": "globals", "BACKUP_DIR": str(tmp_path)}
+    roles = Outcome("globals", "globals", error="pg_dumpall failed")
+    for server in ("", "db1"):
+        settings = settings_from({**base, "SERVER_NAME": server} if server else base)
+        write_last_run(settings, RunResult([good("globals"), roles], START, 1.0), EXIT_FAILURE)
+        record = read_last_run(settings)
+        assert record is not None and record["server"] == server
+        assert record["databases"]["globals"]["ok"] and not record["globals"]["ok"]
+        assert outcomes(record)[GLOBALS_LABEL]["error"] == "pg_dumpall failed" and outcomes(record)["globals"]["ok"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sentinel-last-run.db1.json", ".sentinel-last-run.json"]
+    assert last_run_path(settings).name == ".sentinel-last-run.db1.json"
+    old = {"status": "ok", "finished_at": "x", "databases": {"globals": {"ok": True}}}
+    assert outcomes(old) == {"globals": {"ok": True}}

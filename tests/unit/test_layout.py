@@ -56,3 +56,22 @@ def test_refused_handles() -> None:
         key_for(Handle("wal", "000000010000000000000003", "../etc", SHA))
     assert handle_for("basebackups/12/not_ours.tar") is None
     assert handle_for("wal/12/00000001/000000010000000000000003.zst") is None  # no hash: not ours
+
+
+def test_a_named_servers_logical_backups_live_in_its_folder() -> None:
+    from sentinel_backup.model.layout import check_server, logical_folder, split_logical
+    from sentinel_backup.model.manifest import backup_id
+
+    name = "sentinel_backup_app_20261203T010203Z.sql.gz"
+    key = key_for(Handle("logical", name, server="pg-eu.prod"))
+    assert key == f"servers/pg-eu.prod/{name}" and check_key(key) == key
+    assert handle_for(key) == Handle("logical", name, server="pg-eu.prod")
+    assert key_for(Handle("logical", name)) == name  # the unnamed server: the root, as before
+    assert split_logical(key) == ("pg-eu.prod", name) and split_logical(name) == ("", name)
+    assert backup_id(key) == "pg-eu.prod/app_20261203T010203Z" and backup_id(name) == "app_20261203T010203Z"
+    assert backup_id("servers/db1/sentinel_globals_20261203T010203Z.sql.gz") == "db1/sentinel_globals_20261203T010203Z"
+    assert logical_folder("") == "" and logical_folder("db1") == "servers/db1/"
+    assert handle_for("servers/-x/" + name) is None and handle_for("servers/a/b/" + name) is None
+    for bad in ("all", "ALL", "-db", ".hidden", "a/b", "a b", "x" * 64, "..", "db\n"):
+        with pytest.raises(ValueError, match="not a server name"):
+            check_server(bad)

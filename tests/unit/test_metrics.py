@@ -28,13 +28,18 @@ T0 = datetime(2024, 5, 1, 3, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
-def parse(path: Path) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    """metric name -> {sorted label pairs -> value}, read with the Prometheus parser."""
+DEFAULT_LABELS = {("server", ""), ("kind", "database")}  # the unnamed server, a database's series
+
+
+def parse(path: Path, *, every_label: bool = False) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """metric name -> {sorted label pairs -> value}, read with the Prometheus parser; without
+    ``every_label``, the labels of the unnamed server's database series are left out."""
     values: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
     for family in text_string_to_metric_families(path.read_bytes().decode()):
         assert family.type == "gauge"
         for sample in family.samples:
-            values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+            labels = [p for p in sorted(sample.labels.items()) if every_label or p not in DEFAULT_LABELS]
+            values.setdefault(sample.name, {})[tuple(labels)] = sample.value
     return values
 
 
@@ -235,7 +240,7 @@ def test_write_goes_through_a_temp_file_in_the_same_folder(tmp_path: Path, monke
     assert src.name.startswith(".") and not src.name.endswith(".prom")  # invisible to the textfile collector
     assert before == old_text
     assert staged == path.read_text()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sentinel.prom"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sentinel.prom.lock", "sentinel.prom"]  # no temp file
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
@@ -252,7 +257,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch: p
         write_metrics(path, RunMetrics(T0 + DAY, False))
     assert info.value.hint
     assert path.read_text() == old_text
-    assert [p.name for p in tmp_path.iterdir()] == ["sentinel.prom"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sentinel.prom.lock", "sentinel.prom"]  # no temp file
 
 
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
@@ -278,3 +283,76 @@ def test_any_database_name_and_value_round_trip(tmp_path_factory: pytest.TempPat
     assert db_value(values, "raw_bytes", name) == raw
     assert db_value(values, "last_success_timestamp_seconds", name) == (start + timedelta(seconds=seconds)).timestamp()
     assert db_value(values, "result", name, destination="local") == 0.0
+
+
+def test_two_servers_share_one_file_without_touching_each_others_series(tmp_path: Path) -> None:
+    """Every series carries `server`; a run's scope and inventory only drop its own server's."""
+    path = tmp_path / "sentinel.prom"
+    write_metrics(path, RunMetrics(T0, True, [ok_result("postgres", T0), ok_result("crm", T0)], server="db1",
+                                   scope=frozenset({"postgres", "crm"}),
+                                   inventory={"local": DestinationInventory(2, 600, T0)}))
+    write_metrics(path, RunMetrics(T0 + DAY, False, [DatabaseResult("postgres", False, T0 + DAY, T0 + DAY)],
+                                   server="db2", scope=frozenset({"postgres"}),
+                                   inventory={"local": DestinationInventory(0, 0, None)}))
+    values = parse(path, every_label=True)
+    one = (("database", "postgres"), ("kind", "database"), ("server", "db1"))
+    two = (("database", "postgres"), ("kind", "database"), ("server", "db2"))
+    success = values["sentinel_backup_last_success_timestamp_seconds"]
+    assert success[one] == (T0 + timedelta(seconds=42)).timestamp() and two not in success
+    assert values["sentinel_backup_last_failure_timestamp_seconds"] == {two: (T0 + DAY).timestamp()}
+    assert (("database", "crm"), ("kind", "database"), ("server", "db1")) in success  # not db2's to drop
+    assert values["sentinel_backup_last_run_success"] == {(("server", "db1"),): 1.0, (("server", "db2"),): 0.0}
+    assert values["sentinel_backup_destination_backups"] == {
+        (("destination", "local"), ("server", "db1")): 2, (("destination", "local"), ("server", "db2")): 0}
+    promtool_check(path.read_bytes())
+
+
+def test_the_roles_and_a_database_named_globals_are_two_series(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    roles = DatabaseResult("globals", True, T0, T0 + timedelta(seconds=1), 10, 5, {"local": True}, kind="globals")
+    write_metrics(path, RunMetrics(T0, True, [ok_result("globals", T0), roles],
+                                   scope=frozenset({("globals", "database"), ("globals", "globals")})))
+    raw = parse(path)["sentinel_backup_raw_bytes"]
+    assert raw == {(("database", "globals"),): 1000, (("database", "globals"), ("kind", "globals")): 10}
+    write_metrics(path, RunMetrics(T0 + DAY, True, [roles], scope=frozenset({("globals", "globals")})))
+    assert parse(path)["sentinel_backup_raw_bytes"] == {(("database", "globals"), ("kind", "globals")): 10}
+    promtool_check(path.read_bytes())
+
+
+def test_a_file_written_before_server_and_kind_is_carried_forward(tmp_path: Path) -> None:
+    path = tmp_path / "sentinel.prom"
+    path.write_text('# TYPE sentinel_backup_raw_bytes gauge\nsentinel_backup_raw_bytes{database="shop"} 12\n'
+                    'sentinel_backup_raw_bytes{database="globals"} 3\n'
+                    '# TYPE sentinel_backup_last_run_success gauge\nsentinel_backup_last_run_success 1\n')
+    write_metrics(path, RunMetrics(None, True))
+    values = parse(path, every_label=True)
+    assert values["sentinel_backup_raw_bytes"] == {
+        (("database", "shop"), ("kind", "database"), ("server", "")): 12,
+        (("database", "globals"), ("kind", "globals"), ("server", "")): 3}
+    assert values["sentinel_backup_last_run_success"] == {(("server", ""),): 1.0}
+
+
+def test_servers_writing_one_file_at_once_lose_no_update(tmp_path: Path) -> None:
+    """Servers with their own BACKUP_DIR (own run locks) sharing one METRICS_FILE write at once: each
+    read-merge-write takes its turn and every server's series is in the file at the end."""
+    import multiprocessing
+
+    path = tmp_path / "sentinel.prom"
+    servers = [f"db{n}" for n in range(4)]
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_write_many, args=(path, server)) for server in servers]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    values = parse(path, every_label=True)
+    runs = values["sentinel_backup_last_run_success"]
+    assert sorted(dict(labels)["server"] for labels in runs) == servers
+    successes = values["sentinel_backup_last_success_timestamp_seconds"]
+    assert len(successes) == len(servers) * 5  # every database of every server
+
+
+def _write_many(path: Path, server: str) -> None:
+    for n in range(5):
+        write_metrics(path, RunMetrics(T0, True, [ok_result(f"shop{n}", T0)], server=server))

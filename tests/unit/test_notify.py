@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -63,13 +64,31 @@ def test_json_payload_is_the_documented_v1_object() -> None:
         "summary": "Backup FAILED on db1 \u00b7 app, crm \u00b7 3.0 MiB \u00b7 1m15s \u00b7 to local, s3",
         "text": "Backup FAILED on db1 \u00b7 app, crm \u00b7 3.0 MiB \u00b7 1m15s \u00b7 to local, s3"
                 "\npg_dump exited 1",
-        "host": "db1", "time": "2026-11-29T03:00:05Z", "tool_version": __version__,
-        "databases": ["app", "crm"], "sizes_bytes": {"app": 3145728, "crm": 2048}, "total_size_bytes": 3147776,
+        "host": "db1", "server": "", "time": "2026-11-29T03:00:05Z", "tool_version": __version__,
+        "databases": ["app", "crm"], "sizes_bytes": {"app": 3145728, "crm": 2048}, "globals": None,
+        "total_size_bytes": 3147776,
         "duration_seconds": 75.0, "destinations": ["local", "s3"], "error": "pg_dump exited 1",
         "counts": {"failed": 1},
     }
     assert SCHEMA == "sentinel-backup.event/v1"
     json.dumps(payload)
+
+
+def test_the_server_and_the_roles_are_named_apart_from_the_databases() -> None:
+    """A database named `globals` and the roles and tablespaces are two parts of a run; a named
+    server is in the summary, the fields and the JSON."""
+    base = event(EventKind.BACKUP_SUCCEEDED)
+    named = replace(base, server="pg-eu.prod", databases=["globals"], sizes={"globals": 1024}, globals=True,
+                    globals_size=2048)
+    payload = json_payload(named)
+    assert payload["server"] == "pg-eu.prod" and payload["databases"] == ["globals"]
+    assert payload["sizes_bytes"] == {"globals": 1024} and payload["globals"] == {"size_bytes": 2048}
+    assert payload["total_size_bytes"] == 3072
+    assert named.summary().startswith("Backup succeeded on db1 (server pg-eu.prod) \u00b7 globals, roles and"
+                                      " tablespaces \u00b7 3.0 KiB")
+    fields = {f["text"].split("\n")[0]: f["text"] for f in slack_payload(named)["blocks"][1]["fields"]}
+    assert fields["*Server*"] == "*Server*\npg-eu.prod"
+    assert fields["*Size*"] == "*Size*\nglobals: 1.0 KiB, roles and tablespaces: 2.0 KiB"
 
 
 def test_json_text_without_error_is_the_summary() -> None:

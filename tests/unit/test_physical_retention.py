@@ -77,3 +77,28 @@ def test_base_backup_leftovers_on_a_real_folder_are_removed_after_the_grace(tmp_
     assert removed == [f"basebackups/{A}/.sentinel_base_20261101T000000Z.tar.gz.partial",
                        f"basebackups/{A}/sentinel_base_20261102T000000Z.backup_manifest.gz",
                        f"basebackups/{A}/sentinel_base_20261102T000000Z.tar.gz"]
+
+
+def test_a_servers_prune_scope_is_its_own_base_backups_and_their_clusters_wal() -> None:
+    """db1 backs up cluster A, db2 cluster B, an unnamed server cluster C; a leftover without
+    manifest belongs to its cluster's server; WAL of a cluster another server also backs up
+    stays anchored on that server's base backups."""
+    from sentinel_backup.physical.retention import server_scope
+    from sentinel_backup.retention.plan import BackupRef
+
+    def ref(ident: str, sysid: str, server: str | None) -> BackupRef:
+        return BackupRef(id=ident, database="(cluster)", created_at=NOW, keys=(ident,), good=server is not None,
+                         incomplete=server is None, kind="physical", system_id=sysid, server=server)
+
+    bases = [ref("a1", A, "db1"), ref("a-left", A, None), ref("b1", B, "db2"), ref("c1", "3", ""),
+             ref("shared", A, "db2")]
+    infos = {r.id: BaseInfo(r.id, r.system_id or "", seg(1, 2)) for r in bases if r.good}
+    archive = [wal(A, seg(1, 1)), wal(B, seg(1, 1)), wal("3", seg(1, 1)), wal("4", seg(1, 1))]
+    db1 = server_scope(bases, infos, "db1", archive)
+    assert [r.id for r in db1.bases] == ["a1", "a-left"] and db1.clusters == {A}
+    assert [w.system_id for w in db1.wal(archive)] == [A]
+    assert [i.id for i in db1.anchors] == ["shared"]  # db2's base backup of cluster A keeps its WAL
+    db2 = server_scope(bases, infos, "db2", archive)
+    assert [r.id for r in db2.bases] == ["a-left", "b1", "shared"] and db2.clusters == {A, B}  # a shared cluster
+    unnamed = server_scope(bases, infos, "", archive)
+    assert [r.id for r in unnamed.bases] == ["c1"] and unnamed.clusters == {"3", "4"}  # "4": WAL only, as before

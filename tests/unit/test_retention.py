@@ -633,3 +633,39 @@ def test_scan_finds_physical_backups_through_the_layout() -> None:
     leftover = refs["base_20261101T030000Z"]
     assert leftover.incomplete and leftover.note == "base backup without manifest"
     assert all(not k.startswith("wal/") for r in refs.values() for k in r.keys)  # the archive is not a backup
+
+
+def test_a_servers_scan_sees_only_its_own_folder(tmp_path: object) -> None:
+    """Two servers' `postgres` backups in one folder: each scan (and so each prune) sees its own
+    series only; the unnamed server's is the root, legacy files included."""
+    from pathlib import Path
+
+    from sentinel_backup.model.catalog import server_of
+    from sentinel_backup.retention.scan import scan
+    from sentinel_backup.storage.local import LocalStorage
+
+    storage = LocalStorage(Path(str(tmp_path)))
+    for server in ("db1", "db2", ""):
+        for n in (1, 2):
+            name = artifact_name("postgres", days_ago(n), ".sql.gz")
+            key = f"servers/{server}/{name}" if server else name
+            manifest = Manifest(id=backup_id(key), database="postgres", artifact=key, created_at=days_ago(n),
+                                finished_at=days_ago(n), duration_seconds=1, tool_version="t", hostname="h",
+                                server=server, compression={"algorithm": "gzip", "level": 6},  # type: ignore[arg-type]
+                                raw_size_bytes=1, raw_sha256="0" * 64, size_bytes=4, sha256="0" * 64)
+            storage.put_bytes(key, b"data")
+            storage.put_bytes(manifest.manifest_key, manifest.to_json())
+            assert server_of(manifest) == server
+    storage.put_bytes("sentinel_backup_postgres_20251103_030000.sql.gz", b"legacy")
+    (Path(str(tmp_path)) / "servers/db2/.sentinel_backup_postgres_20261101T000000Z.sql.gz.partial").write_bytes(b"x")
+    db1 = scan(storage, server="db1")
+    assert sorted(r.id for r in db1) == [f"db1/postgres_{days_ago(n):%Y%m%dT%H%M%SZ}" for n in (2, 1)]
+    db2 = scan(storage, server="db2")
+    assert len([r for r in db2 if r.good]) == 2 and [r.note for r in db2 if r.incomplete] == [
+        "temporary file of an interrupted run"]
+    unnamed = scan(storage)
+    assert len([r for r in unnamed if r.good]) == 2 and len([r for r in unnamed if r.legacy]) == 1
+    assert all("/" not in r.id for r in unnamed)
+    the_plan = plan(db1, RetentionPolicy(keep_last=1), NOW)
+    assert [d.backup.id for d in the_plan.removed] == [f"db1/postgres_{days_ago(2):%Y%m%dT%H%M%SZ}"]
+    assert all(k.startswith("servers/db1/") for d in the_plan.removed for k in d.backup.keys)

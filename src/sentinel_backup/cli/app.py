@@ -1,8 +1,9 @@
 """The Typer application and what every command shares: settings, logging, progress.
 
-Global options (``--env-file``, ``--quiet``, ``--no-progress``) are accepted before the
-command and after it (``sentinel-backup list --env-file x``): :func:`command` adds them to
-every command it registers; given in both places, the one after the command wins.
+Global options (``--env-file``, ``--env-dir``, ``--quiet``, ``--no-progress``) are accepted
+before the command and after it (``sentinel-backup list --env-file x``): :func:`command` adds
+them to every command it registers; given in both places, the one after the command wins.
+With ``--env-dir`` (or SENTINEL_ENV_DIR) a command runs once per server (``cli.servers``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ app = typer.Typer(
 )
 
 EnvFile = Annotated[Path | None, typer.Option("--env-file", help="Read settings from this .env file.")]
+EnvDir = Annotated[Path | None, typer.Option(
+    "--env-dir", help="Run for every server of this folder, one NAME.env each (backup, prune, check, list, drill,"
+    " verify latest); also SENTINEL_ENV_DIR.")]
 Quiet = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print only warnings and errors, and the command's output only when it fails (for cron).")]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bar, even on a terminal.")]
@@ -50,12 +54,19 @@ class State:
     env_file: Path | None = None
     quiet: bool = False
     no_progress: bool = False
+    env_dir: Path | None = None
+    server_name: str | None = None  # --env-dir: the SERVER_NAME of the server being run (see cli.servers)
+    servers_folder: Path | None = None  # --env-dir for a command that runs every server itself (schedule)
     _settings: Settings | None = None
     _stdout: TextIO | None = None  # the real stdout while --quiet holds the command's output back
 
     @property
     def show_progress(self) -> bool:
         return not (self.quiet or self.no_progress)
+
+    def use(self, env_file: Path, server_name: str) -> None:
+        """--env-dir: the next settings are this server's."""
+        self.env_file, self.server_name, self._settings = env_file, server_name, None
 
     def emit_always(self, text: str) -> None:
         """Output that --quiet never holds back (the monitoring-plugin line of check --nagios)."""
@@ -67,17 +78,19 @@ class State:
         without pydantic (config_lean: the same values and messages), for commands whose
         start-up counts (check)."""
         if self._settings is None:
+            named = {"SERVER_NAME": self.server_name} if self.server_name is not None else {}  # --env-dir
             if lean:
                 from sentinel_backup.config_lean import load_lean
 
-                self._settings = load_lean(self.env_file)
+                self._settings = load_lean(self.env_file, **named)
             else:  # the schema (pydantic) loads only for commands that need it
                 from sentinel_backup.config import load_settings
 
-                self._settings = load_settings(self.env_file)
+                self._settings = load_settings(self.env_file, **named)
             # --quiet: warnings and errors go to stderr, past the held-back command output (see command())
             log.setup(self._settings.log_level, self._settings.log_format, self._settings.log_file,
-                      to_stderr=machine_output or self.quiet, quiet=self.quiet)
+                      to_stderr=machine_output or self.quiet, quiet=self.quiet,
+                      server=self._settings.server_name)
             for warning in self._settings.warnings:
                 _logger.warning(warning)
         return self._settings
@@ -93,12 +106,13 @@ def _show_version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     env_file: EnvFile = None,
+    env_dir: EnvDir = None,
     quiet: Quiet = False,
     no_progress: NoProgress = False,
     version: Annotated[bool, typer.Option("--version", "-V", is_eager=True, callback=_show_version,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    ctx.obj = State(env_file, quiet, no_progress)
+    ctx.obj = State(env_file, quiet, no_progress, env_dir)
 
 
 def state(ctx: typer.Context) -> State:
@@ -108,7 +122,7 @@ def state(ctx: typer.Context) -> State:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
-_GLOBALS = ("env_file", "quiet", "no_progress")
+_GLOBALS = ("env_file", "env_dir", "quiet", "no_progress")
 
 
 def command(name: str | None = None) -> Callable[[F], F]:
@@ -118,6 +132,7 @@ def command(name: str | None = None) -> Callable[[F], F]:
         own = inspect.signature(func, eval_str=True)
         wants_ctx = "ctx" in own.parameters
         extra = [inspect.Parameter("env_file", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=EnvFile),
+                 inspect.Parameter("env_dir", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=EnvDir),
                  inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Quiet),
                  inspect.Parameter("no_progress", inspect.Parameter.KEYWORD_ONLY, default=False,
                                    annotation=NoProgress)]
@@ -129,14 +144,18 @@ def command(name: str | None = None) -> Callable[[F], F]:
         def wrapper(**kwargs: Any) -> Any:
             ctx: typer.Context = kwargs["ctx"] if wants_ctx else kwargs.pop("ctx")
             root = state(ctx)
-            env_file, quiet, no_progress = (kwargs.pop(k) for k in _GLOBALS)
+            env_file, env_dir, quiet, no_progress = (kwargs.pop(k) for k in _GLOBALS)
             root.env_file = env_file if env_file is not None else root.env_file
+            root.env_dir = env_dir if env_dir is not None else root.env_dir
             root.quiet = root.quiet or quiet
             root.no_progress = root.no_progress or no_progress
-            if not root.quiet:
-                return func(**kwargs)
-            root._stdout = sys.stdout
-            return _held_back(func, kwargs)
+            from sentinel_backup.cli import servers
+            folder = servers.env_dir(root.env_dir, root.env_file)
+            if folder is not None and (name or func.__name__) in servers.OWN_LOOP:
+                root.servers_folder = folder
+            elif folder is not None:
+                return servers.run_each(name or func.__name__, func, kwargs, root, folder)
+            return run_command(func, kwargs, root)
 
         wrapper.__signature__ = own.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in [*params, *extra]}
@@ -144,6 +163,14 @@ def command(name: str | None = None) -> Callable[[F], F]:
         return func
 
     return register
+
+
+def run_command(func: Callable[..., Any], kwargs: dict[str, Any], root: State) -> Any:
+    """The command itself; with --quiet its output held back unless it fails."""
+    if not root.quiet:
+        return func(**kwargs)
+    root._stdout = sys.stdout
+    return _held_back(func, kwargs)
 
 
 def _held_back(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:

@@ -23,7 +23,7 @@ def drill_job(settings: Settings, destinations: list[Storage] | None = None,
     failures unless the caller (the backup job) reports them itself. A stop request ends a
     running drill's restore and raises Interrupted instead of starting the next drill."""
     destinations = destinations if destinations is not None else build_destinations(settings)
-    catalog = scan_catalog(destinations)
+    catalog = scan_catalog(destinations, server=settings.server_name)  # this server's newest; ids: any
     if backup_ids is None:
         seen: dict[str, str] = {}
         for entry in catalog.entries:
@@ -43,7 +43,7 @@ def drill_job(settings: Settings, destinations: list[Storage] | None = None,
             if entry.manifest.kind == "physical":
                 from sentinel_backup.physical.drill import PhysicalDrill
                 report = PhysicalDrill(settings, destinations, env_file=env_file).run(
-                    entry, pick_copy(entry, destinations, None), catalog.entries)
+                    entry, pick_copy(entry, destinations, None), [*catalog.entries, *catalog.others])
             else:
                 report = drill.run(entry, pick_copy(entry, destinations, None))
             if stop is not None and stop.requested:

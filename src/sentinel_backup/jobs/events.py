@@ -9,22 +9,32 @@ from collections.abc import Sequence
 from sentinel_backup.config import Settings
 from sentinel_backup.jobs.metrics import metrics_for, publish_metrics
 from sentinel_backup.logical.drill import DrillReport
-from sentinel_backup.logical.run import RunResult
+from sentinel_backup.logical.run import Outcome, RunResult
 from sentinel_backup.notify import EventKind, Notifier, RunEvent
+from sentinel_backup.notify_event import GLOBALS_TEXT
 from sentinel_backup.storage.base import Storage
 
 
 def run_event(result: RunResult) -> RunEvent:
     kind = (EventKind.BACKUP_FAILED if result.failed else EventKind.BACKUP_PARTIAL if result.partial
             else EventKind.BACKUP_SUCCEEDED)
-    errors = [f"{o.database}: {o.error}" for o in result.failed if o.error]
-    errors += [f"{o.database} on {d}: {e}" for o in result.outcomes for d, e in o.failed.items()]
+    errors = [f"{label(o)}: {o.error}" for o in result.failed if o.error]
+    errors += [f"{label(o)} on {d}: {e}" for o in result.outcomes for d, e in o.failed.items()]
     stored = sorted({d for o in result.outcomes for d in o.stored})
-    return RunEvent(kind, databases=[o.database for o in result.outcomes],
-                    sizes={o.database: o.manifest.size_bytes for o in result.outcomes if o.manifest},
+    dbs = [o for o in result.outcomes if o.kind != "globals"]
+    roles = next((o for o in result.outcomes if o.kind == "globals"), None)
+    return RunEvent(kind, databases=[o.database for o in dbs],
+                    sizes={o.database: o.manifest.size_bytes for o in dbs if o.manifest},
                     duration_seconds=round(result.duration, 1), destinations=stored,
                     error="\n".join(errors) or None,
-                    counts={"succeeded": len(result.outcomes) - len(result.failed), "failed": len(result.failed)})
+                    counts={"succeeded": len(result.outcomes) - len(result.failed), "failed": len(result.failed)},
+                    globals=roles is not None,
+                    globals_size=roles.manifest.size_bytes if roles is not None and roles.manifest else None)
+
+
+def label(outcome: Outcome) -> str:
+    """A run's part as people are told of it: the database, or the roles and tablespaces."""
+    return GLOBALS_TEXT if outcome.kind == "globals" else outcome.database
 
 
 def drill_failed_event(report: DrillReport) -> RunEvent:

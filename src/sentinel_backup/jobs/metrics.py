@@ -13,6 +13,7 @@ from sentinel_backup.logical.run import RunResult
 from sentinel_backup.metrics import DatabaseResult, DrillResult, RunMetrics, write_metrics
 from sentinel_backup.metrics import inventory as metrics_inventory
 from sentinel_backup.model.catalog import scan as scan_catalog
+from sentinel_backup.physical.retention import CLUSTER
 from sentinel_backup.storage.base import Storage
 
 logger = log.get("jobs")
@@ -28,9 +29,11 @@ def metrics_for(result: RunResult | None, drills: list[DrillReport], *, scoped: 
         databases.append(DatabaseResult(
             o.database, o.ok, m.created_at if m else now, m.finished_at if m else now,
             m.raw_size_bytes if m else None, m.size_bytes if m else None,
-            {**dict.fromkeys(o.stored, True), **dict.fromkeys(o.failed, False)}))
-    drill_results = [DrillResult(d.database, d.passed, now, d.restore_seconds) for d in drills]
-    scope = frozenset(o.database for o in result.outcomes) if result and scoped else None  # others: no longer backed up
+            {**dict.fromkeys(o.stored, True), **dict.fromkeys(o.failed, False)}, kind=o.kind))
+    drill_results = [DrillResult(d.database, d.passed, now, d.restore_seconds,
+                                 kind="physical" if d.database == CLUSTER else "database") for d in drills]
+    scope: frozenset[str | tuple[str, str]] | None = frozenset(
+        (o.database, o.kind) for o in result.outcomes) if result and scoped else None  # others: no longer backed up
     return RunMetrics(now if result else None, bool(result and run_exit_code(result) == EXIT_OK),
                       databases, drill_results, scope)
 
@@ -39,9 +42,10 @@ def publish_metrics(settings: Settings, metrics: RunMetrics, destinations: list[
     """Write METRICS_FILE; with ``destinations``, also what each of them holds now."""
     if settings.metrics_file is None:
         return
+    metrics = replace(metrics, server=settings.server_name)
     if destinations is not None:
         try:
-            catalog = scan_catalog(destinations, strict=False)
+            catalog = scan_catalog(destinations, strict=False, server=settings.server_name)
             metrics = replace(metrics, inventory=metrics_inventory(
                 ((e.manifest.created_at, e.manifest.size_bytes, e.locations) for e in catalog.entries),
                 [d.name for d in destinations if d.name not in catalog.errors], catalog.errors))

@@ -31,6 +31,7 @@ from sentinel_backup.keys import cipher_from_settings
 from sentinel_backup.logical.directory import DirectoryDumpProducer, temp_root, temp_variable
 from sentinel_backup.logical.producer import PgDumpProducer
 from sentinel_backup.logical.selection import parse_options
+from sentinel_backup.model.layout import Handle, key_for
 from sentinel_backup.model.manifest import Manifest, artifact_name, backup_id
 from sentinel_backup.pg.source import Snapshot, Source, conninfo
 from sentinel_backup.pipeline.commit import Committed, commit, unique_key
@@ -198,7 +199,9 @@ class BackupRun:
         is_globals = outcome.kind == "globals"
         ext = extension(s, outcome.kind, self.cipher)
         database = None if is_globals else outcome.database
-        name = unique_key(self.destinations, lambda n: artifact_name(database, moment + timedelta(seconds=n), ext),
+        server = s.server_name  # a named server's backups go to servers/<name>/ (model.layout)
+        name = unique_key(self.destinations, lambda n: key_for(Handle(
+            "logical", artifact_name(database, moment + timedelta(seconds=n), ext), server=server)),
                           what=database or "globals")
         begin = self.clock()
         t0 = time.monotonic()
@@ -251,7 +254,8 @@ class BackupRun:
         return Manifest(
             id=backup_id(name), kind=outcome.kind, database=outcome.database, artifact=name,  # type: ignore[arg-type]
             created_at=begin, finished_at=self.clock(), duration_seconds=round(seconds, 3),
-            tool_version=__version__, hostname=socket.gethostname(), source=self.source.describe(),
+            tool_version=__version__, hostname=socket.gethostname(), server=s.server_name,
+            source=self.source.describe(),
             server_version=snap.server_version if snap else None, pg_dump_version=self._pg_dump_version(),
             format=fmt,  # type: ignore[arg-type]
             compression=encoding.compression_info(), encryption=encoding.encryption_info(),

@@ -1,7 +1,10 @@
 """What backups exist: manifests found on every destination, merged by id.
 
-Manifests are looked for where ``model.layout`` puts backups: logical ones at the root,
-physical base backups under ``basebackups/<system id>/``. How a copy's location is shown
+Manifests are looked for where ``model.layout`` puts backups: logical ones at the root (the
+unnamed server's) and under ``servers/<server>/``, physical base backups under
+``basebackups/<system id>/``. A catalog scanned for one server (``scan(..., server=NAME)``) holds
+that server's backups in ``entries`` (what ``list`` and ``latest`` see); the other servers'
+are kept aside, so that any backup is still found by its id. How a copy's location is shown
 comes from its backend (``Storage.locate``).
 
 A backup is listed only when its manifest is present (the commit point); artifacts
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sentinel_backup import log
 from sentinel_backup.errors import ConfigError, NotFound, SentinelError, UnknownName
-from sentinel_backup.model.layout import BASE_ROOT, handle_for
+from sentinel_backup.model.layout import BASE_ROOT, SERVERS_ROOT, handle_for, split_logical
 from sentinel_backup.model.names import DRILL_SUFFIX, MANIFEST_SUFFIX, is_legacy_name, parse_legacy_name
 from sentinel_backup.model.pin import PIN_SUFFIX, Pin
 from sentinel_backup.model.pin import read as read_pin
@@ -35,7 +38,8 @@ logger = log.get("catalog")
 UNKNOWN_DATABASE = "(unknown)"
 LEGACY_TOOL = "shell scripts (legacy)"
 DRILL_FIELDS = ("passed", "started_at", "destination", "restore_seconds", "tables_checked", "differences", "checks",
-                "error", "recovery_seconds", "reached_time", "reached_lsn", "restore_point")  # the last: physical
+                "error", "recovery_seconds", "reached_time", "reached_lsn", "restore_point",
+                "amcheck_seconds")  # the last five: physical
 
 
 @dataclass
@@ -62,13 +66,19 @@ class Entry:
     def id(self) -> str:
         return self.manifest.id
 
+    @property
+    def server(self) -> str:
+        """The SERVER_NAME it was taken under ("": unnamed): a logical backup's folder says it, a
+        physical one's manifest."""
+        return server_of(self.manifest)
+
     def to_json(self, drill: dict[str, Any] | None = None) -> dict[str, Any]:
         """The listing of this backup; ``drill`` is its newest drill record (None: never drilled)."""
         m = self.manifest
         if self.legacy:
             return self._legacy_json()
         doc: dict[str, Any] = {
-            "id": m.id, "kind": m.kind, "database": m.database,
+            "id": m.id, "kind": m.kind, "server": self.server, "database": m.database,
             "created_at": m.created_at.isoformat().replace("+00:00", "Z"),
             "size_bytes": m.size_bytes, "raw_size_bytes": m.raw_size_bytes, "sha256": m.sha256,
             "format": m.format, "compression": m.compression.algorithm,
@@ -92,7 +102,7 @@ class Entry:
         """The same keys; what a shell-version file cannot tell is null."""
         m = self.manifest
         return {
-            "id": m.id, "kind": m.kind, "database": m.database,
+            "id": m.id, "kind": m.kind, "server": "", "database": m.database,
             "created_at": m.created_at.isoformat().replace("+00:00", "Z"),
             "size_bytes": m.size_bytes, "raw_size_bytes": None, "sha256": None,
             "format": m.format, "compression": m.compression.algorithm,
@@ -102,6 +112,10 @@ class Entry:
             "artifact": m.artifact, "duration_seconds": None, "tables": None, "drilled": False, "drill": None,
             "legacy": True, "pinned": None,
         }
+
+
+def server_of(m: Manifest) -> str:
+    return m.server if m.kind == "physical" else split_logical(m.artifact)[0]
 
 
 def _physical_json(m: Manifest) -> dict[str, Any] | None:
@@ -119,8 +133,9 @@ def _physical_json(m: Manifest) -> dict[str, Any] | None:
 
 @dataclass
 class Catalog:
-    entries: list[Entry]
+    entries: list[Entry]  # of the server scanned for (every server's when scanned for none)
     errors: dict[str, str] = field(default_factory=dict)  # destination -> why it could not be listed
+    others: list[Entry] = field(default_factory=list)  # other servers' backups: found by id only
 
     def find(self, wanted: str, database: str | None = None) -> Entry:
         """A backup by id, or ``latest`` (of ``database`` when given)."""
@@ -142,7 +157,7 @@ class Catalog:
                 raise NotFound("no backups found" + (f" of {database}" if database else ""),
                                "run `sentinel-backup backup` first, or check BACKUP_DIR / the bucket")
             return pool[0]
-        for entry in self.entries:
+        for entry in [*self.entries, *self.others]:
             if entry.id == wanted or entry.manifest.artifact == wanted:
                 return entry
         raise UnknownName(f"no backup with id {wanted!r}", "run `sentinel-backup list` to see the ids")
@@ -155,9 +170,11 @@ def legacy_database(settings: Settings) -> str | None:
 
 
 def scan(destinations: list[Storage], *, strict: bool = True, legacy: bool = False,
-         legacy_db: str | None = None) -> Catalog:
+         legacy_db: str | None = None, server: str | None = None) -> Catalog:
     """Read every manifest on every destination, newest first. With ``legacy``, files of the
-    shell version are listed too (``legacy_db``: the database of those whose name has none)."""
+    shell version are listed too (``legacy_db``: the database of those whose name has none;
+    they belong to the unnamed server). ``server``: the entries are this server's ("": the
+    unnamed one's), the others are set aside; None: every server's."""
     merged: dict[str, Entry] = {}
     errors: dict[str, str] = {}
     for storage in destinations:
@@ -194,13 +211,20 @@ def scan(destinations: list[Storage], *, strict: bool = True, legacy: bool = Fal
                 entry = merged.setdefault(key, Entry(legacy_manifest(objects[key], legacy_db), legacy=True))
                 entry.add_copy(storage, key)
     entries = sorted(merged.values(), key=lambda e: (e.manifest.created_at, e.id), reverse=True)
-    return Catalog(entries, errors)
+    if server is None:
+        return Catalog(entries, errors)
+    return Catalog([e for e in entries if e.server == server], errors, [e for e in entries if e.server != server])
 
 
 def _stored(storage: Storage) -> Iterator[ObjectInfo]:
-    """Where manifests can be, by ``model.layout``: logical backups at the root, physical ones
-    in ``basebackups/<system id>/`` (the WAL archive is never listed here)."""
+    """Where manifests can be, by ``model.layout``: logical backups at the root and in
+    ``servers/<server>/``, physical ones in ``basebackups/<system id>/`` (the WAL archive is never
+    listed here)."""
     yield from storage.list()
+    for info in storage.list(SERVERS_ROOT + "/", deep=True):
+        handle = handle_for(info.key)
+        if handle is not None and handle.kind == "logical" and handle.server:
+            yield info
     for info in storage.list(BASE_ROOT + "/", deep=True):
         handle = handle_for(info.key.removesuffix(MANIFEST_SUFFIX).removesuffix(DRILL_SUFFIX).removesuffix(PIN_SUFFIX))
         if handle is not None and handle.kind == "physical":

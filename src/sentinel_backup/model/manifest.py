@@ -85,6 +85,7 @@ class Manifest(BaseModel):
     duration_seconds: float
     tool_version: str
     hostname: str
+    server: str = ""  # SERVER_NAME it was taken under ("": unnamed, as every backup before it existed)
     source: dict[str, Any] = Field(default_factory=dict)
     server_version: str | None = None
     pg_dump_version: str | None = None

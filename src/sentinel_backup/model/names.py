@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from sentinel_backup.model.layout import split_logical
+
 FORMAT_VERSION = 2  # 2: kind "physical" with its facts; version 1 documents are read unchanged
 PREFIX = "sentinel_backup_"
 GLOBALS_PREFIX = "sentinel_globals_"
@@ -42,11 +44,14 @@ def artifact_name(database: str | None, moment: datetime, extension: str) -> str
 
 
 def backup_id(artifact: str) -> str:
-    """The id of a backup: its artifact name without prefix and extension."""
-    match = _NAME.match(artifact)
+    """The id of a backup: its artifact name without prefix and extension, after ``<server>/``
+    for a named server's (``servers/<server>/<name>``)."""
+    server, name = split_logical(artifact)
+    match = _NAME.match(name)
     if match is None:
         return artifact
-    return artifact[: match.start("ext")].removeprefix(PREFIX)
+    plain = name[: match.start("ext")].removeprefix(PREFIX)
+    return f"{server}/{plain}" if server else plain
 
 
 def parse_name(key: str) -> tuple[str | None, datetime] | None:

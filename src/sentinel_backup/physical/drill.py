@@ -19,7 +19,10 @@
    socket folder and no TCP (``listen_addresses = ''``).
 5. Checks: recovery reached consistency and the target (a restore point never reached ends
    recovery with an error), marker A present and B absent, every table of every database
-   readable, each ``DRILL_SQL_FILE`` query true.
+   readable, each ``DRILL_SQL_FILE`` query true; with ``DRILL_AMCHECK=true``, ``pg_amcheck``
+   (of the backup's major version, beside its server binaries) over every database: heap
+   tables and B-tree indexes, the ``amcheck`` extension created where missing (a write on
+   the scratch server only); corruption fails the drill naming the relations.
 
 The record (``<artifact>.drill.json``) holds the restore and recovery seconds (RTO: their sum
 is ``restore_seconds``) and the newest point reached (RPO: ``reached_time``, ``reached_lsn``).
@@ -76,6 +79,7 @@ class PhysicalDrillReport(DrillReport):
     reached_time: str | None = None
     restore_point: str | None = None
     wal_checked: str | None = None
+    amcheck_seconds: float | None = None
 
 
 class PhysicalDrill:
@@ -219,6 +223,8 @@ class PhysicalDrill:
             _, err = _psql(server, database, TABLES_SQL)
             found = re.search(r"sentinel_tables=(\d+)", err)
             report.tables_checked += int(found.group(1)) if found else 0
+        if self.settings.drill_amcheck:
+            report.checks.append(self._amcheck(server, report))
         database = self.settings.databases[0] if self.settings.databases and not self.settings.all_databases \
             else "postgres"
         for sql in self.checks:
@@ -228,6 +234,21 @@ class PhysicalDrill:
             except RestoreFailed as exc:
                 report.checks.append(Check.of(sql, False, exc.message))
 
+    def _amcheck(self, server: TemporaryServer, report: PhysicalDrillReport) -> Check:
+        """pg_amcheck over every database of the scratch server (DRILL_AMCHECK)."""
+        name = "pg_amcheck"
+        tool = server.bin_dir / "pg_amcheck"
+        if not tool.is_file():
+            return Check.of(name, False, f"no pg_amcheck beside the server binaries in {server.bin_dir}",
+                            "install the PostgreSQL contrib/client package of that version (pg_amcheck and the amcheck"
+                            " extension), or set DRILL_AMCHECK=false")
+        argv = [str(tool), "--all", "--install-missing", "--jobs", str(min(4, os.cpu_count() or 1)),
+                "-h", str(server.socket), "-p", str(server.port), "-U", server.settings.postgres_user, "-w"]
+        t0 = time.monotonic()
+        proc = subprocess.run(argv, capture_output=True, text=True, env=_client_env(server), check=False)
+        report.amcheck_seconds = round(time.monotonic() - t0, 3)
+        return amcheck_result(name, proc.returncode, proc.stdout, proc.stderr)
+
     def _record(self, storage: Storage, artifact: str, report: PhysicalDrillReport) -> None:
         try:
             storage.put_bytes(artifact + DRILL_SUFFIX, report.to_json())
@@ -235,11 +256,38 @@ class PhysicalDrill:
             logger.warning(f"Could not write the drill record on {storage.name}: {exc.message}")
 
 
-def _psql(server: TemporaryServer, database: str, sql: str) -> tuple[str, str]:
+AMCHECK_RELATION = re.compile(r'^(heap table|btree index|toast table) "([^"]+)"', re.MULTILINE)
+
+
+def amcheck_result(name: str, code: int, stdout: str, stderr: str) -> Check:
+    """The drill's check from pg_amcheck's exit code and output (its findings name the relation:
+    ``btree index "db.schema.name":`` followed by indented details)."""
+    if code == 0 and not stdout.strip():
+        return Check.of(name, True, "no corruption found in any database (heap tables, B-tree indexes)")
+    found = list(dict.fromkeys(f"{kind} {rel}" for kind, rel in AMCHECK_RELATION.findall(stdout)))
+    if found:
+        first = next((line.strip() for line in stdout.splitlines() if line.startswith((" ", "\t")) and line.strip()),
+                     "")
+        return Check.of(name, False, f"corruption in {len(found)} relation(s): {', '.join(found[:10])}"
+                        f"{' ...' if len(found) > 10 else ''}" + (f"; first finding: {first}" if first else ""),
+                        "the backup holds corrupt pages or indexes: restore an older backup for the affected"
+                        " relations; run pg_amcheck on the source (REINDEX the index)")
+    text = (stderr.strip() or stdout.strip() or f"exit code {code}")[-1500:]
+    return Check.of(name, False, f"pg_amcheck failed: {text}",
+                    "the amcheck extension must be installable on the drill server (PostgreSQL contrib);"
+                    " or set DRILL_AMCHECK=false")
+
+
+def _client_env(server: TemporaryServer) -> dict[str, str]:
     env = {**os.environ, "PGCONNECT_TIMEOUT": "5"}
     password = server.settings.password()
     if password is not None:
         env["PGPASSWORD"] = password
+    return env
+
+
+def _psql(server: TemporaryServer, database: str, sql: str) -> tuple[str, str]:
+    env = _client_env(server)
     proc = subprocess.run([str(server.bin_dir / "psql"), *PSQL_FLAGS, "-h", str(server.socket), "-p",
                            str(server.port), "-U", server.settings.postgres_user, "-d", conninfo(database), "-c", sql],
                           capture_output=True, text=True, env=env, check=False)

@@ -13,11 +13,12 @@ Backup (``backup --physical --incremental`` or ``PHYSICAL_INCREMENTAL=true``):
    into a private temporary folder for ``pg_basebackup --incremental=FILE`` and removed after.
 
 Restore (:class:`ChainScratch`): every member of the chain is checked present, then fetched,
-verified (stored and raw SHA-256) and extracted into its own folder of a private scratch
-directory (``PHYSICAL_SPOOL_DIR`` or the system temporary folder) before the target is touched;
-``pg_combinebackup`` (of the backup's major version, next to its server binaries) then writes
-the full data directory into the target. Scratch space: about the sum of the chain members'
-raw sizes, besides the result in the target. The scratch is removed afterwards, also on failure.
+verified (stored and raw SHA-256) and extracted, two members at a time, into its own folder of a
+private scratch directory (``PHYSICAL_SPOOL_DIR`` or the system temporary folder) before the
+target is touched; ``pg_combinebackup`` (of the backup's major version, next to its server
+binaries; ``--no-sync``, ``--link`` on 18+ within one file system) then writes the full data
+directory into the target. Scratch space: about the sum of the chain members' raw sizes,
+besides the result in the target. The scratch is removed afterwards, also on failure.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -219,6 +222,23 @@ def chain_for(entry: Entry, entries: list[Entry], destinations: list[Storage],
     return [(member, pick_copy(member, destinations, wanted)) for member in chain_of(entry, entries)]
 
 
+EXTRACT_WORKERS = 2
+
+
+class _CancellableExtractor(TarExtractor):
+    """A TarExtractor that stops at its next chunk once ``cancel`` is set (another member failed,
+    or a signal stopped the restore)."""
+
+    def __init__(self, cancel: threading.Event, *args: Any) -> None:
+        super().__init__(*args)
+        self.cancel = cancel
+
+    def write(self, data: bytes) -> None:
+        if self.cancel.is_set():
+            raise Interrupted("the chain restore was stopped")
+        super().write(data)
+
+
 class ChainScratch:
     """The members of a chain fetched, verified and extracted into a scratch directory, then
     combined into the target by ``pg_combinebackup`` (see the module docstring)."""
@@ -256,33 +276,69 @@ class ChainScratch:
         if owner is not None:
             os.chmod(self.folder, 0o700)
             os.chown(self.folder, *owner)
+        cancel = threading.Event()
         try:
-            for n, (member, storage) in enumerate(self.chain):
+            for n, (member, _storage) in enumerate(self.chain):
                 target = self.folder / f"{n:03d}-{member.id}"
                 target.mkdir(mode=0o700)
                 if owner is not None:
                     os.chown(target, *owner)
-                logger.info(f"Fetching chain member {n + 1}/{len(self.chain)}: {member.id} from {storage.name}")
-                try:
-                    self.restorer._extract(member, storage, TarExtractor(target, {}, owner))
-                except Interrupted:
-                    raise
-                except SentinelError as exc:  # a corrupt or undecodable member
-                    raise RestoreFailed(f"chain member {member.id}: {exc.message}; nothing was written to the"
-                                        " target", exc.hint) from None
                 self.members.append(target)
+            # the members are independent until pg_combinebackup: two at a time (the root, the largest,
+            # beside the incrementals); a signal raises here in the main thread, the workers then stop at
+            # their next chunk before the scratch is removed
+            with ThreadPoolExecutor(max_workers=EXTRACT_WORKERS, thread_name_prefix="chain") as pool:
+                jobs = [pool.submit(self._extract_member, n, target, cancel)
+                        for n, target in enumerate(self.members)]
+                try:
+                    wait(jobs, return_when=FIRST_EXCEPTION)
+                    failed = [e for e in (job.exception() for job in jobs if job.done()) if e is not None]
+                    if failed:  # the first failed member in chain order; the others stop
+                        raise failed[0]
+                except BaseException:
+                    cancel.set()
+                    raise
         except BaseException:
             self.cleanup()
             raise
 
+    def _extract_member(self, n: int, target: Path, cancel: threading.Event) -> None:
+        member, storage = self.chain[n]
+        if cancel.is_set():
+            return
+        logger.info(f"Fetching chain member {n + 1}/{len(self.chain)}: {member.id} from {storage.name}")
+        try:
+            self.restorer._extract(member, storage, _CancellableExtractor(cancel, target, {}, self.restorer.owner))
+        except Interrupted:
+            raise
+        except SentinelError as exc:  # a corrupt or undecodable member
+            raise RestoreFailed(f"chain member {member.id}: {exc.message}; nothing was written to the"
+                                " target", exc.hint) from None
+
     def combine(self, pgdata: Path) -> None:
         run_as = ["runuser", "-u", "postgres", "--"] if self.restorer.owner is not None else []
-        argv = [*run_as, str(self.tool), "-o", str(pgdata), *map(str, self.members)]
+        # --no-sync: as after the extraction of a full backup, the server syncs the whole data directory
+        # when it first starts (a base backup's pg_control says it was not shut down cleanly)
+        argv = [*run_as, str(self.tool), "-o", str(pgdata), "--no-sync", *self.link_option(pgdata),
+                *map(str, self.members)]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
         if proc.returncode != 0:
             raise RestoreFailed(f"pg_combinebackup failed: {(proc.stderr or proc.stdout).strip()[-2000:]}",
                                 "check the scratch space (PHYSICAL_SPOOL_DIR) and the chain (sentinel-backup list)")
         logger.info(f"Combined {len(self.members)} chain member(s) into {pgdata}")
+
+    def link_option(self, pgdata: Path) -> list[str]:
+        """``--link`` (PostgreSQL 18+) when the scratch and the target share a file system: the
+        files no incremental changed become hard links to the extracted ones instead of copies
+        (the scratch is removed right after, so nothing else ever uses them)."""
+        from sentinel_backup.pg.tools import major_of
+        if self.folder is None or major_of(self.chain[-1][0].manifest.server_version or "0") < 18:
+            return []
+        try:
+            same = os.stat(self.folder).st_dev == os.stat(pgdata).st_dev
+        except OSError:
+            return []
+        return ["--link"] if same else []
 
     def cleanup(self) -> None:
         if self.folder is not None:

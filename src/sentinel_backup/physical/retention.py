@@ -119,8 +119,39 @@ def scan_bases(storage: Store) -> tuple[list[BackupRef], dict[str, BaseInfo]]:
         if folder.startswith(BASE_ROOT + "/") and name.startswith("." + BASE_PREFIX):
             refs.append(BackupRef(id=temp.key, database=CLUSTER, created_at=temp.modified, keys=(temp.key,),
                                   incomplete=True, kind="physical", size=temp.size,
-                                  note="temporary file of an interrupted run"))
+                                  note="temporary file of an interrupted run",
+                                  system_id=folder.split("/")[1] if folder.count("/") == 1 else None))
     return refs, infos
+
+
+@dataclass(frozen=True)
+class ServerScope:
+    """What one server's prune may touch of the physical backups: its own base backups (by the
+    server its manifests name), the leftovers of its clusters, and the WAL of those clusters;
+    ``anchors``: other servers' good base backups of the same clusters, whose WAL stays."""
+
+    bases: list[BackupRef]
+    clusters: set[str]
+    anchors: list[BaseInfo]
+
+    def wal(self, objects: list[WalObject]) -> list[WalObject]:
+        return [o for o in objects if o.system_id in self.clusters]
+
+
+def server_scope(bases: list[BackupRef], infos: dict[str, BaseInfo], server: str,
+                 wal: list[WalObject]) -> ServerScope:
+    """Base backups are this server's when their manifest names it; a leftover without one
+    belongs to the clusters this server backs up (to the unnamed server when no named server
+    backs its cluster up: what every prune did before SERVER_NAME existed)."""
+    mine = {r.system_id for r in bases if r.server == server and r.system_id}
+    others = {r.system_id for r in bases if r.server is not None and r.server != server and r.system_id}
+    if not server:
+        mine |= {r.system_id for r in bases if r.system_id and r.system_id not in others}
+        mine |= {o.system_id for o in wal if o.system_id not in others}
+    own = [r for r in bases if r.server == server or (r.server is None and r.system_id in mine)]
+    owned = {id(r) for r in own}
+    anchors = [infos[r.id] for r in bases if id(r) not in owned and r.id in infos and r.system_id in mine]
+    return ServerScope(own, mine, anchors)
 
 
 
@@ -132,14 +163,16 @@ def _base_ref(storage: Store, head: str, keys: list[str], objects: dict[str, Obj
     manifest_key = next((k for k in keys if k.endswith(MANIFEST_SUFFIX)), None)
     name = head.rsplit("/", 1)[-1]
     ident = name.removeprefix("sentinel_")
+    folder = handle_for(head)
+    sysid = folder.system_id if folder is not None else None
     if manifest_key is None:
         return BackupRef(id=ident, database=CLUSTER, created_at=last_seen, keys=tuple(keys), incomplete=True,
-                         kind="physical", size=size, note="base backup without manifest"), None
+                         kind="physical", size=size, note="base backup without manifest", system_id=sysid), None
     try:
         manifest = Manifest.from_json(storage.read_bytes(manifest_key), f"{storage.name}:{manifest_key}")
     except SentinelError as exc:
         return BackupRef(id=ident, database=CLUSTER, created_at=last_seen, keys=tuple(keys), kind="physical",
-                         size=size, note=f"damaged: {exc.message}"), None
+                         size=size, note=f"damaged: {exc.message}", system_id=sysid), None
     facts = manifest.physical
     stored = objects.get(manifest.artifact)
     problem = ("manifest without its artifact" if stored is None else
@@ -147,12 +180,13 @@ def _base_ref(storage: Store, head: str, keys: list[str], objects: dict[str, Obj
                if stored.size != manifest.size_bytes else "" if facts is not None else "damaged: no physical facts")
     if stored is None:
         return BackupRef(id=manifest.id, database=CLUSTER, created_at=last_seen, keys=tuple(keys), incomplete=True,
-                         kind="physical", size=size, note=problem), None
+                         kind="physical", size=size, note=problem, system_id=sysid, server=manifest.server), None
     group = f"{CLUSTER} {facts.system_identifier}" if facts is not None else CLUSTER
     created = manifest.created_at
     pinned = pin_reason(read_pin(storage, manifest.artifact)) if manifest.artifact + PIN_SUFFIX in objects else None
     ref = BackupRef(id=manifest.id, database=group, created_at=created, keys=tuple(keys), good=not problem,
-                    kind="physical", size=size, note=problem, pinned=pinned)
+                    kind="physical", size=size, note=problem, pinned=pinned,
+                    system_id=facts.system_identifier if facts is not None else sysid, server=manifest.server)
     info = BaseInfo(manifest.id, facts.system_identifier, facts.start_wal) if facts is not None and not problem \
         else None
     return ref, info

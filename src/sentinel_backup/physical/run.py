@@ -198,7 +198,8 @@ class PhysicalRun:
         return Manifest(
             id=base_id(key), kind="physical", database=CLUSTER, artifact=key, created_at=begin,
             finished_at=self.clock(), duration_seconds=round(seconds, 3), tool_version=__version__,
-            hostname=socket.gethostname(), source=self.source.describe(), server_version=producer.server_version,
+            hostname=socket.gethostname(), server=self.settings.server_name, source=self.source.describe(),
+            server_version=producer.server_version,
             format="tar", compression=encoding.compression_info(), encryption=encoding.encryption_info(),
             raw_size_bytes=written.raw.size, raw_sha256=written.raw.sha256, size_bytes=written.stored.size,
             sha256=written.stored.sha256, physical=self.increment.facts(producer.facts(manifest_key)))

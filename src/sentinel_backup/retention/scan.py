@@ -1,7 +1,9 @@
 """What a destination holds, as retention sees it: every object of ours grouped into
 backups (:class:`BackupRef`), legacy files and leftovers, found through ``model.layout``:
-logical backups at the root, physical base backups under ``basebackups/<system id>/``.
-Only names this tool (or its shell predecessor) writes are ever touched.
+logical backups at the root, or in ``servers/<server>/`` for a named server (a scan sees
+only one server's folder: retention never touches another server's logical backups),
+physical base backups under ``basebackups/<system id>/``. Only names this tool (or its shell
+predecessor) writes are ever touched.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Literal
 from urllib.parse import unquote
 
 from sentinel_backup.errors import SentinelError
-from sentinel_backup.model.layout import BASE_PREFIX, BASE_ROOT, handle_for
+from sentinel_backup.model.layout import BASE_PREFIX, BASE_ROOT, handle_for, logical_folder
 from sentinel_backup.model.manifest import (
     DRILL_SUFFIX,
     GLOBALS_PREFIX,
@@ -59,6 +61,7 @@ class BackupRef:
     system_id: str | None = None  # physical: the cluster the backup is of
     depends_on: tuple[str, ...] = ()
     pinned: str | None = None
+    server: str | None = None  # physical: the SERVER_NAME its manifest names (None: no readable manifest)
 
     @property
     def subject(self) -> str:
@@ -72,39 +75,52 @@ class BackupRef:
         return (self.kind, self.system_id or "") if self.kind == "physical" else (self.kind, self.database)
 
 
-def scan(storage: Storage, *, legacy_database: str | None = None) -> list[BackupRef]:
-    """Group a destination's objects into backups, legacy files and leftovers.
+def scan(storage: Storage, *, legacy_database: str | None = None, server: str = "",
+         physical: bool = True) -> list[BackupRef]:
+    """Group a destination's objects into backups, legacy files and leftovers: the logical
+    backups of ``server`` (SERVER_NAME; "": the unnamed server's, at the root), and with
+    ``physical`` the base backups of every cluster.
 
     ``legacy_database`` names the database of legacy files whose name carries none
-    (``sentinel_backup_20251103_030000.sql.gz``).
+    (``sentinel_backup_20251103_030000.sql.gz``); they are the unnamed server's.
     """
-    objects = {info.key: info for info in storage.list() if info.key.startswith((PREFIX, GLOBALS_PREFIX))}
+    folder = logical_folder(server)
+    objects = {info.key: info for info in storage.list(folder)
+               if _name(info.key).startswith((PREFIX, GLOBALS_PREFIX))}
     bases = {key.removesuffix(MANIFEST_SUFFIX).removesuffix(SHA256_SUFFIX).removesuffix(DRILL_SUFFIX)
              .removesuffix(PIN_SUFFIX) for key in objects}
-    ours = sorted(b for b in bases if parse_name(b) is not None or is_legacy_name(b))
+    ours = sorted(b for b in bases if parse_name(_name(b)) is not None or (not folder and is_legacy_name(b)))
     refs = [_ref(storage, base, objects, legacy_database) for base in ours]
-    refs.extend(scan_physical(storage))
+    if physical:
+        refs.extend(scan_physical(storage))
     if storage.capabilities.partial_files:
-        refs.extend(_partial(info) for info in storage.list_partials() if _is_our_partial(info.key))
+        refs.extend(_partial(info) for info in storage.list_partials()
+                    if _is_our_partial(info.key, folder, physical=physical))
     return refs
 
 
-def _is_our_partial(key: str) -> bool:
+def _name(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
+def _is_our_partial(key: str, logical: str = "", *, physical: bool = True) -> bool:
+    """A temporary file of ours: a logical one in ``logical`` (the server's folder), or one in a
+    physical backup's folder."""
     folder, _, name = key.rpartition("/")
-    if folder:  # below the root: only in a physical backup's folder
-        handle = handle_for(f"{folder}/{name[1:]}")
-        return handle is not None and handle.kind == "physical"
-    return name.startswith(("." + PREFIX, "." + GLOBALS_PREFIX))
+    if folder + "/" == logical or (not folder and not logical):
+        return name.startswith(("." + PREFIX, "." + GLOBALS_PREFIX))
+    handle = handle_for(f"{folder}/{name[1:]}")
+    return physical and handle is not None and handle.kind == "physical"
 
 
 def _partial(info: ObjectInfo) -> BackupRef:
     folder, _, name = info.key.rpartition("/")
     plain = name[1:].removesuffix(PARTIAL_SUFFIX).removesuffix(MANIFEST_SUFFIX).removesuffix(SHA256_SUFFIX)
-    if folder:
-        handle = handle_for(f"{folder}/{plain}")
+    handle = handle_for(f"{folder}/{plain}") if folder else None
+    if handle is not None and handle.kind == "physical":
         return BackupRef(id=info.key, database=UNKNOWN_DATABASE, created_at=info.modified, keys=(info.key,),
                          incomplete=True, kind="physical", size=info.size,
-                         system_id=handle.system_id if handle else None, note="temporary file of an interrupted run")
+                         system_id=handle.system_id, note="temporary file of an interrupted run")
     parsed = parse_name(plain)
     database = unquote(parsed[0]) if parsed and parsed[0] is not None else UNKNOWN_DATABASE
     return BackupRef(id=info.key, database=database, created_at=info.modified, keys=(info.key,), incomplete=True,
@@ -117,7 +133,7 @@ def _ref(storage: Storage, base: str, objects: dict[str, ObjectInfo], legacy_db:
                  if k in objects)
     infos = [objects[k] for k in keys]
     size = sum(i.size for i in infos)
-    parsed = parse_name(base)
+    parsed = parse_name(_name(base))
     if base + MANIFEST_SUFFIX in objects and base in objects:
         return _from_manifest(storage, base, keys, objects)
     if base in objects and is_legacy_name(base):
@@ -151,7 +167,7 @@ def _leftover_note(base: str, objects: dict[str, ObjectInfo]) -> str:
 def _from_manifest(storage: Storage, base: str, keys: tuple[str, ...], objects: dict[str, ObjectInfo]) -> BackupRef:
     manifest_key = base + MANIFEST_SUFFIX
     size = sum(objects[k].size for k in keys)
-    parsed = parse_name(base)
+    parsed = parse_name(_name(base))
     fallback = parsed[1] if parsed else objects[base].modified
     database = unquote(parsed[0]) if parsed and parsed[0] is not None else UNKNOWN_DATABASE
     try:

@@ -4,6 +4,7 @@ from sentinel_backup.cli.commands import (
     backup,
     check,
     demo,
+    drill,
     list_,
     notify_test,
     pin,
@@ -15,5 +16,5 @@ from sentinel_backup.cli.commands import (
     wal,
 )
 
-__all__ = ["backup", "check", "demo", "list_", "notify_test", "pin", "prune", "restore", "schedule", "show", "verify",
-           "wal"]
+__all__ = ["backup", "check", "demo", "drill", "list_", "notify_test", "pin", "prune", "restore", "schedule", "show",
+           "verify", "wal"]

@@ -19,6 +19,9 @@ def list_backups(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
     destination: Annotated[str | None, typer.Option("--destination", help="Only this destination.")] = None,
     database: Annotated[str | None, typer.Option("--database", help="Only this database.")] = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", help="The backups of this SERVER_NAME (default: this server's own), `all` for every server's,"
+        " `-` for those written without SERVER_NAME.")] = None,
 ) -> int:
     """List backups (those with a manifest, and legacy files of the shell version), newest first."""
     from sentinel_backup.logical.drill import newest_record
@@ -27,16 +30,19 @@ def list_backups(
     settings = state(ctx).settings(machine_output=as_json)
     # a named destination needs its settings, not its *_ENABLED flag; an unknown name is exit 2
     destinations = build_destinations(settings) if destination is None else [destination_by_name(settings, destination)]
-    catalog = scan(destinations, legacy=True, legacy_db=legacy_database(settings))
+    wanted = server_option(server, settings.server_name)
+    catalog = scan(destinations, legacy=True, legacy_db=legacy_database(settings), server=wanted)
     entries = [e for e in catalog.entries if database in (None, e.manifest.database)]
     drills = {e.id: None if e.legacy else newest_record(e, destinations) for e in entries}
     if as_json:
         emit(json.dumps([e.to_json(drills[e.id]) for e in entries], indent=2))
         return 0
     if not entries:
-        emit("No backups found.")
+        others = sorted({e.server or "-" for e in catalog.others})
+        emit("No backups found." + (f" Other servers have backups here: {', '.join(others)} (list --server NAME,"
+                                    " or --server all)." if others else ""))
         return 0
-    _table(entries, drills)
+    _table(entries, drills, servers=wanted is None)
     if any(e.legacy for e in entries):
         emit("LEGACY: a file of the shell version, without manifest (time from its name). "
              "`verify NAME` checks it, `restore NAME` restores it; `latest` never picks one.")
@@ -45,7 +51,24 @@ def list_backups(
     return 0
 
 
-def _table(entries: list[Entry], drills: dict[str, dict[str, Any] | None]) -> None:
+def server_option(option: str | None, own: str) -> str | None:
+    """The server an option names (`all`: None, every server; `-`: "", the unnamed one)."""
+    from sentinel_backup.errors import ConfigError
+    from sentinel_backup.model.layout import check_server
+    if option is None:
+        return own
+    if option.strip().lower() == "all":
+        return None
+    if option.strip() == "-":
+        return ""
+    try:
+        return check_server(option.strip())
+    except ValueError:
+        raise ConfigError(f"--server {option!r} is not a server name", "give a SERVER_NAME as shown by"
+                          " `sentinel-backup list --server all`, `all`, or `-` for backups without one") from None
+
+
+def _table(entries: list[Entry], drills: dict[str, dict[str, Any] | None], *, servers: bool = False) -> None:
     from sentinel_backup.notify import human_size
 
     def row(e: Entry) -> list[str]:
@@ -60,8 +83,11 @@ def _table(entries: list[Entry], drills: dict[str, dict[str, Any] | None]) -> No
         cells[-1] = " ".join(x for x in ("PINNED" if e.pin is not None else "", cells[-1]) if x)
         return cells
 
-    print_table(("ID", "CREATED (UTC)", "SIZE", "RAW", "ENC", "DRILL", "DESTINATIONS", ""), map(marked, entries),
-                right=("SIZE", "RAW"))
+    header = ("ID", "CREATED (UTC)", "SIZE", "RAW", "ENC", "DRILL", "DESTINATIONS", "")
+    if servers:  # every server's backups: which one each is of ("-": written without SERVER_NAME)
+        print_table(("SERVER", *header), ([e.server or "-", *marked(e)] for e in entries), right=("SIZE", "RAW"))
+        return
+    print_table(header, map(marked, entries), right=("SIZE", "RAW"))
 
 
 def _kind(e: Entry) -> str:

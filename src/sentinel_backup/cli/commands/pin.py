@@ -54,7 +54,8 @@ def _each_copy(ctx: typer.Context, backup_id: str, act: Callable[[Storage, Entry
     from sentinel_backup.storage.registry import build_destinations
     settings = state(ctx).settings()
     destinations = build_destinations(settings)
-    catalog = scan(destinations, legacy=True, legacy_db=legacy_database(settings))  # one destination: its error
+    catalog = scan(destinations, legacy=True, legacy_db=legacy_database(settings),  # one destination: its error
+                   server=settings.server_name)
     if backup_id == "latest":
         raise ConfigError("pin and unpin take a backup id, not `latest`", "run `sentinel-backup list` to see the ids")
     entry = catalog.find(backup_id)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sentinel_backup.cli.app import command, emit, print_table, state
-from sentinel_backup.errors import EXIT_FAILURE
+from sentinel_backup.errors import EXIT_FAILURE, ConfigError
 
 if TYPE_CHECKING:
     from sentinel_backup.retention.plan import Decision
@@ -20,6 +20,9 @@ def prune(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan, delete nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as JSON.")] = False,
+    server: Annotated[str | None, typer.Option(
+        "--server", help="Apply this policy to another SERVER_NAME's backups (`-`: those written without one),"
+        " e.g. a retired server's; default: this server's.")] = None,
 ) -> int:
     """Apply the retention policy (RETENTION_*) on every destination."""
     from sentinel_backup.jobs.backup import prune_job
@@ -27,6 +30,12 @@ def prune(
     from sentinel_backup.notify import Notifier
     from sentinel_backup.storage.registry import build_destinations
     settings = state(ctx).settings(machine_output=as_json)
+    if server is not None:
+        from sentinel_backup.cli.commands.list_ import server_option
+        chosen = server_option(server, settings.server_name)
+        if chosen is None:
+            raise ConfigError("prune --server takes one server, not `all`", "run it once per server")
+        settings = settings.model_copy(update={"server_name": chosen})
     destinations = build_destinations(settings)
     with run_lock(settings.backup_dir):
         results = prune_job(settings, destinations, dry_run=dry_run, notifier=Notifier.from_settings(settings))

@@ -105,7 +105,8 @@ def restore(
     if terminate_sessions and not clean:
         raise ConfigError("--terminate-sessions only applies with --clean", "add --clean, or drop the option")
     destinations = build_destinations(settings)
-    entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings)).find(backup_id, database)
+    entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings), server=settings.server_name).find(
+        backup_id, database)
     storage = pick_copy(entry, destinations, source)
     if list_only:
         emit(list_contents(settings, entry.manifest, storage, legacy=entry.legacy).rstrip("\n"))
@@ -153,7 +154,7 @@ def _globals(settings: Settings, backup_id: str, source: str | None, *, dry_run:
     from sentinel_backup.model.catalog import scan
     from sentinel_backup.storage.registry import build_destinations
     destinations = build_destinations(settings)
-    entry = find_globals(scan(destinations), backup_id)
+    entry = find_globals(scan(destinations, server=settings.server_name), backup_id)
     storage = pick_copy(entry, destinations, source)
     sql = read_sql(settings, entry.manifest, storage)
     restorer = GlobalsRestorer(settings)

@@ -28,7 +28,8 @@ def restore_physical(ctx: typer.Context, backup_id: str, pgdata: Path | None, so
                     name=target_name, xid=target_xid, action=target_action)
     destinations = build_destinations(settings)
     from sentinel_backup.physical.incremental import chain_for
-    entries = scan(destinations).entries
+    catalog = scan(destinations, server=settings.server_name)  # `latest`: this server's; an id: any server's
+    entries = catalog.entries if backup_id == "latest" else [*catalog.entries, *catalog.others]
     entry = choose_base(entries, backup_id, target)
     chain = chain_for(entry, entries, destinations, source)  # an incremental: its whole chain, root first
     storage = pick_copy(entry, destinations, source)

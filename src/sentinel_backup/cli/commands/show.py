@@ -40,7 +40,8 @@ def show(
     from sentinel_backup.storage.registry import build_destinations
     settings = state(ctx).settings(machine_output=as_json)
     destinations = build_destinations(settings)
-    entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings)).find(backup_id, database)
+    entry = scan(destinations, legacy=True, legacy_db=legacy_database(settings), server=settings.server_name).find(
+        backup_id, database)
     by_name = {d.name: d for d in destinations}
     drills = {name: record for name in sorted(entry.drills) if name in by_name
               and (record := read_record(by_name[name], entry.locations[name])) is not None}
@@ -76,6 +77,7 @@ def document(entry: Entry, drills: dict[str, dict[str, Any]], where: dict[str, s
     doc["drills"] = drills
     doc["legacy"] = entry.legacy
     doc["pinned"] = entry.pin_json()
+    doc["server"] = entry.server  # SERVER_NAME it was taken under ("": none)
     if m.physical is not None:
         doc["reachable"] = reachable(m.physical, newest_wal)
     return doc
@@ -139,6 +141,7 @@ def render(doc: dict[str, Any]) -> None:
     where_from = ", ".join(f"{k} {v}" for k, v in source.items() if v) or "-"
     general = [("id", doc["id"]), ("kind", doc["kind"] + (" (legacy file of the shell version, no manifest)"
                                                           if legacy else "")),
+               ("server name", doc.get("server") or "- (no SERVER_NAME)"),
                ("database", doc["database"]), ("created", _when(doc["created_at"])),
                ("finished", _when(doc["finished_at"])), ("duration", f"{doc['duration_seconds']} s"),
                ("format", doc["format"]), ("server", doc.get("server_version") or "-"),

@@ -42,12 +42,12 @@ def verify(
     if destination is not None:  # an unknown or unconfigured name is a usage error (exit 2)
         wanted = destination_by_name(settings, destination)
         destinations, destination = [d for d in destinations if d.name != wanted.name] + [wanted], wanted.name
-    catalog = scan(destinations, legacy=True, legacy_db=legacy_database(settings))
+    catalog = scan(destinations, legacy=True, legacy_db=legacy_database(settings), server=settings.server_name)
     entry = catalog.find(backup_id, database) if not physical or backup_id != "latest" else next(
         (e for e in catalog.entries if e.manifest.kind == "physical"), None) or catalog.find("latest", "(cluster)")
     if restore and entry.manifest.kind == "physical":  # a point-in-time restore into a scratch server
         from sentinel_backup.cli.commands.drill_physical import drill_physical
-        return drill_physical(settings, entry, catalog.entries, destinations, destination,
+        return drill_physical(settings, entry, [*catalog.entries, *catalog.others], destinations, destination,
                               env_file=state(ctx).env_file, tool_command=tool_command)
     if restore and entry.legacy:
         raise ConfigError(f"{entry.id} is a legacy file of the shell version: it has no row counts to drill against",
