@@ -58,13 +58,14 @@ MB = 1024 * 1024
 SETTINGS = {"wal_level": "replica", "archive_mode": "on", "archive_command": "'/bin/true'", "max_wal_senders": "5",
             "max_wal_size": "8GB", "checkpoint_timeout": "30min", "maintenance_work_mem": "256MB",
             "autovacuum": "off", "max_parallel_maintenance_workers": "1"}
-BACKUPS = ("tool", "pgbackrest", "tool_small", "tool_workers2", "before")
+BACKUPS = ("tool", "pgbackrest", "tool_small", "tool_workers2", "tool_pgzstd", "before")
 RESTORES = ("tool_restore", "pgbackrest_restore", "before_restore")  # before_restore only with --before-restore
 TITLES = {
     "tool": "sentinel-backup backup --physical (zstd)",
     "pgbackrest": "pgbackrest backup --type=full (zst, process-max=2)",
     "tool_small": "sentinel-backup backup --physical, small cluster",
     "tool_workers2": "sentinel-backup backup --physical, COMPRESSION_THREADS=2",
+    "tool_pgzstd": "sentinel-backup backup --physical, PHYSICAL_ZSTD_BY_PG_BASEBACKUP=true",
     "before": "the tool of --before-src: backup --physical",
     "tool_restore": "sentinel-backup restore --physical latest",
     "pgbackrest_restore": "pgbackrest restore (process-max=2)",
@@ -171,6 +172,8 @@ def tool_backup(b: Bench, mode: str, rnd: int) -> Sample:
     env = b.tool_env(cluster, src, BACKUP_DIR=str(out))
     if mode == "tool_workers2":
         env["COMPRESSION_THREADS"] = "2"
+    if mode == "tool_pgzstd":  # opt-in: pg_basebackup compresses, the tool decodes once
+        env["PHYSICAL_ZSTD_BY_PG_BASEBACKUP"] = "true"
     sample = measure(mode, rnd, [sys.executable, "-m", "sentinel_backup", "backup", "--physical"], env=env,
                      cwd=b.work, log=b.log)
     sample.stored_bytes = stored_bytes(out)
@@ -244,7 +247,8 @@ def recovered(b: Bench, sample: Sample, pgdata: Path) -> Sample:
 
 
 RUNNERS: dict[str, Callable[[Bench, str, int], Sample]] = {
-    "tool": tool_backup, "tool_small": tool_backup, "tool_workers2": tool_backup, "before": tool_backup,
+    "tool": tool_backup, "tool_small": tool_backup, "tool_workers2": tool_backup, "tool_pgzstd": tool_backup,
+    "before": tool_backup,
     "pgbackrest": pgbackrest_backup,
     "tool_restore": tool_restore, "before_restore": tool_restore, "pgbackrest_restore": pgbackrest_restore,
 }
@@ -311,7 +315,7 @@ class Target:
 
 
 def targets(samples: dict[str, list[Sample]], summary: dict[str, dict[str, Any]]) -> list[Target]:
-    physical = ("tool", "tool_small", "tool_workers2", "tool_restore")
+    physical = ("tool", "tool_small", "tool_workers2", "tool_pgzstd", "tool_restore")
     rss = [summary[m]["tree_rss_mb"] for m in physical if summary.get(m, {}).get("tree_rss_mb") is not None]
     big, small = summary.get("tool", {}).get("tree_rss_mb"), summary.get("tool_small", {}).get("tree_rss_mb")
     goals = [
@@ -322,6 +326,8 @@ def targets(samples: dict[str, list[Sample]], summary: dict[str, dict[str, Any]]
         Target("peak RSS of the tool's tree (every physical mode)", "<= 150 MB", max(rss) if rss else None, 150.0),
         Target("backup wall, tool with COMPRESSION_THREADS=2 / pgBackRest", "<= 1.0x",
                paired(samples, "tool_workers2", "pgbackrest", wall), 1.0),
+        Target("backup wall, tool with PHYSICAL_ZSTD_BY_PG_BASEBACKUP=true / pgBackRest", "<= 1.0x",
+               paired(samples, "tool_pgzstd", "pgbackrest", wall), 1.0),
         Target("peak RSS, big / small cluster (flat with size)", "<= 1.2x",
                big / small if big and small else None, 1.2),
     ]
@@ -345,7 +351,7 @@ def markdown(summary: dict[str, dict[str, Any]], goals: list[Target], samples: d
              "| mode | wall s | CPU s (tree) | peak RSS tree MB | stored MB | start until promoted s"
              " | wall x pgBackRest |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    anchors = {"tool": "pgbackrest", "before": "pgbackrest", "tool_workers2": "pgbackrest",
+    anchors = {"tool": "pgbackrest", "before": "pgbackrest", "tool_workers2": "pgbackrest", "tool_pgzstd": "pgbackrest",
                "tool_restore": "pgbackrest_restore", "before_restore": "pgbackrest_restore"}
     for mode, row in summary.items():
         ratio = paired(samples, mode, anchors[mode], wall) if mode in anchors else None

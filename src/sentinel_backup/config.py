@@ -132,10 +132,11 @@ class Settings(SettingsDerived, BaseSettings):
     physical_spool_dir: Path | None = Field(None, validation_alias=_env("PHYSICAL_SPOOL_DIR"))
     """Folder for the temporary copy of a cluster with tablespaces (pg_basebackup writes one tar per
     tablespace; needs the cluster's size free). Default: the system temporary folder."""
-    physical_zstd_by_pg_basebackup: bool = Field(True, validation_alias=_env("PHYSICAL_ZSTD_BY_PG_BASEBACKUP"))
-    """With COMPRESSION=zstd, `pg_basebackup` (15+, built with zstd) compresses the base backup itself and the
-    tool stores and decodes its stream (less CPU); `false`: the tool compresses the raw tar and compares the
-    decoded stream byte for byte with it, so its own compression is checked too (see docs/operations.md)."""
+    physical_zstd_by_pg_basebackup: bool = Field(False, validation_alias=_env("PHYSICAL_ZSTD_BY_PG_BASEBACKUP"))
+    """`true` with COMPRESSION=zstd: `pg_basebackup` (15+, built with zstd) compresses the base backup itself and
+    the tool stores and decodes its stream (10-14% less CPU), but the compression is no longer checked against the
+    raw tar; `false` (default): the tool compresses the raw tar and compares the decoded stream byte for byte with
+    it (see docs/operations.md)."""
     physical_incremental: bool = Field(False, validation_alias=_env("PHYSICAL_INCREMENTAL"))
     """Physical backups are incremental (PostgreSQL 17+, `summarize_wal = on`): `pg_basebackup --incremental` against
     the newest backup of the current chain; a full one when the chain policy says so. As `backup --incremental`."""

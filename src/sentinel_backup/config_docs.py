@@ -44,7 +44,7 @@ EXAMPLES: dict[str, str] = {
     "PG_DUMP_OPTIONS": "--exclude-table-data=audit.*", "PG_DUMP_JOBS": "4", "TEMP_DIR": "/var/tmp/sentinel",
     "LOCK_WAIT_TIMEOUT": "5m", "BACKUP_GLOBALS": "true",
     "BACKUP_MODE": "physical", "PHYSICAL_CHECKPOINT": "spread", "PHYSICAL_SPOOL_DIR": "/var/tmp/sentinel-spool",
-    "PHYSICAL_ZSTD_BY_PG_BASEBACKUP": "false",
+    "PHYSICAL_ZSTD_BY_PG_BASEBACKUP": "true",
     "PHYSICAL_INCREMENTAL": "true", "PHYSICAL_FULL_EVERY": "7d", "PHYSICAL_MAX_INCREMENTALS": "6",
     "DRILL_PITR_MARKER": "false",
     "DRILL_AMCHECK": "true",

@@ -36,7 +36,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec('backup_mode', ('BACKUP_MODE',), 'enum:BackupMode', default='logical'),
     FieldSpec('physical_checkpoint', ('PHYSICAL_CHECKPOINT',), 'enum:Checkpoint', default='fast'),
     FieldSpec('physical_spool_dir', ('PHYSICAL_SPOOL_DIR',), 'path', optional=True),
-    FieldSpec('physical_zstd_by_pg_basebackup', ('PHYSICAL_ZSTD_BY_PG_BASEBACKUP',), 'bool', default=True),
+    FieldSpec('physical_zstd_by_pg_basebackup', ('PHYSICAL_ZSTD_BY_PG_BASEBACKUP',), 'bool', default=False),
     FieldSpec('physical_incremental', ('PHYSICAL_INCREMENTAL',), 'bool', default=False),
     FieldSpec('physical_full_every', ('PHYSICAL_FULL_EVERY',), 'str', optional=True, before=('_empty_optional',), after=('_full_every',)),
     FieldSpec('physical_max_incrementals', ('PHYSICAL_MAX_INCREMENTALS',), 'int', optional=True, ge=1, before=('_empty_optional',)),

@@ -51,7 +51,7 @@ def cluster() -> Iterator[TempCluster]:
 
 
 def zstd_env(pg: TempCluster, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return env_for(pg, tmp_path, COMPRESSION="zstd", **extra)
+    return env_for(pg, tmp_path, **{"COMPRESSION": "zstd", "PHYSICAL_ZSTD_BY_PG_BASEBACKUP": "true", **extra})
 
 
 def no_base_backup(env: dict[str, str], tmp_path: Path) -> None:
@@ -210,8 +210,9 @@ def test_a_pg_basebackup_without_zstd_falls_back_to_the_tools_compressor(pg16: T
     assert cli(env, "verify", entry["id"]).code == 0
 
 
-def test_switched_off_the_tool_compresses_and_compares_byte_for_byte(cluster: TempCluster, tmp_path: Path) -> None:
-    env = zstd_env(cluster, tmp_path, PHYSICAL_ZSTD_BY_PG_BASEBACKUP="false", LOG_LEVEL="DEBUG")
+def test_by_default_the_tool_compresses_and_compares_byte_for_byte(cluster: TempCluster, tmp_path: Path) -> None:
+    env = {k: v for k, v in zstd_env(cluster, tmp_path, LOG_LEVEL="DEBUG").items()
+           if k != "PHYSICAL_ZSTD_BY_PG_BASEBACKUP"}  # the default: off (it would give up that comparison)
     done = cli(env, "backup", "--physical")
     assert done.code == 0, done.output
     assert "compressed_by=sentinel" in done.output and "--compress" not in done.output

@@ -9,7 +9,7 @@ newer inject ``backup_manifest`` as the last member of the tar written to stdout
 manifest: such a base backup is stored without it, ``backup_manifest_key`` stays empty, and the
 stop LSN is the server's WAL position read right after the backup (an upper bound).
 
-With COMPRESSION=zstd (and PHYSICAL_ZSTD_BY_PG_BASEBACKUP, the default), ``compress_itself`` adds
+With COMPRESSION=zstd and PHYSICAL_ZSTD_BY_PG_BASEBACKUP=true (opt-in), ``compress_itself`` adds
 ``--compress=client-zstd:level=L[,workers=N]`` when this ``pg_basebackup`` takes it (15+, built with
 zstd; a probe that connects nowhere tells): its stdout is then the stored compression, walked by the
 in-stream decode (``observer`` is the capturing walker), and a failed exit is raised at the end of the
