@@ -47,7 +47,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from dataset import build  # noqa: E402
-from procwatch import Sample, measure  # noqa: E402
+from procwatch import Sample, cpu_model, measure, say  # noqa: E402
 from sentinel_backup.demo.cluster import TempCluster, free_port  # noqa: E402
 
 DEFAULT_SCALE = 70
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     small_scale = max(1, args.scale // SMALL_DIVISOR)
     started = time.monotonic()
     meta: dict[str, Any] = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpus": os.cpu_count(), "cpu_model": _cpu_model(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpus": os.cpu_count(), "cpu_model": cpu_model(),
         "kernel": platform.release(), "python": platform.python_version(), "scale": args.scale,
         "small_scale": small_scale, "repeat": args.repeat, "load_before": _load(),
     }
@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["postgres"] = b.big.psql("SHOW server_version")
         env = {"PATH": f"{PG_BIN}:/usr/bin:/bin", "PGPASSWORD": b.big.password, "LANG": "C.UTF-8"}
         for cluster, scale in ((b.big, args.scale), (b.small, small_scale)):
-            _say(f"building scale {scale} on port {cluster.port} ...", started)
+            say(f"building scale {scale} on port {cluster.port} ...", started)
             conn = ["-h", str(cluster.socket_dir), "-p", str(cluster.port), "-U", cluster.user]
             build([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *conn], [str(PG_BIN / "pgbench"), *conn],
                   env, "bench", scale, b.log)
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         backups = [m for m in BACKUPS if (m != "pgbackrest" or b.pgbackrest) and (m != "before" or b.before_src)]
         restores = [m for m in RESTORES if (m != "pgbackrest_restore" or b.pgbackrest)
                     and (m != "before_restore" or (b.before_src and args.before_restore))]
-        _say(f"cluster {meta['cluster_mb']:.0f} MB, small {meta['small_mb']:.0f} MB; modes {backups + restores}",
+        say(f"cluster {meta['cluster_mb']:.0f} MB, small {meta['small_mb']:.0f} MB; modes {backups + restores}",
              started)
         for group in (backups, restores):
             for rnd in range(args.repeat):
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                     samples.setdefault(mode, []).append(sample)
                     status = "ok" if sample.ok else f"FAILED: {sample.error}"
                     recovery = f", start {sample.extra['recovery_s']:.1f} s" if "recovery_s" in sample.extra else ""
-                    _say(f"round {rnd + 1}/{args.repeat} {mode}: {sample.wall:.1f} s, cpu {sample.cpu:.1f} s, tree "
+                    say(f"round {rnd + 1}/{args.repeat} {mode}: {sample.wall:.1f} s, cpu {sample.cpu:.1f} s, tree "
                          f"{sample.tree_rss_peak_kb / 1024:.0f} MB{recovery}, {status}", started)
     meta["load_after"] = _load()
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -463,18 +463,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _say(text: str, started: float) -> None:
-    print(f"# [{time.monotonic() - started:6.0f} s] {text}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

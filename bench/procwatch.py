@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -142,3 +144,17 @@ def measure(mode: str, rnd: int, argv: list[str], *, env: dict[str, str], cwd: P
     if proc.returncode != 0 and sample.error is None:
         sample.error = f"exit code {proc.returncode} (see {log})"
     return sample
+
+
+def cpu_model() -> str:
+    """The CPU's model name (lscpu), for a benchmark's header."""
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def say(text: str, started: float) -> None:
+    """A progress line on stderr, with the seconds since ``started`` (time.monotonic())."""
+    print(f"# [{time.monotonic() - started:6.0f} s] {text}", file=sys.stderr, flush=True)

@@ -37,7 +37,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from dataset import build  # noqa: E402
-from procwatch import Sample, measure  # noqa: E402
+from procwatch import Sample, cpu_model, measure, say  # noqa: E402
 from sentinel_backup.demo.cluster import TempCluster  # noqa: E402
 
 DEFAULT_SCALE = 90  # ~1.1 GiB of dump text (12.3 MiB per scale unit with the docs table)
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     meta: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(), "kernel": platform.release(), "python": platform.python_version(),
+        "cpu_model": cpu_model(), "kernel": platform.release(), "python": platform.python_version(),
         "scale": scale, "small_scale": small, "repeat": args.repeat, "quick": args.quick,
     }
     with bench_environment(args, modes) as b:
@@ -487,10 +487,10 @@ def main(argv: list[str] | None = None) -> int:
         meta["postgres"] = b.psql("SHOW server_version")
         meta["s3"] = "SeaweedFS (weed mini, 127.0.0.1)" if b.s3 is not None else "skipped"
         pg = {"psql": [str(b.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"], "pgbench": [str(b.bin / "pgbench")]}
-        _say(f"building {DB} (scale {scale}) ...", started)
+        say(f"building {DB} (scale {scale}) ...", started)
         build(pg["psql"], pg["pgbench"], b.pg_env(), DB, scale, b.log)
         if any(m.name.endswith("_small") for m in modes):
-            _say(f"building {DB_SMALL} (scale {small}) ...", started)
+            say(f"building {DB_SMALL} (scale {small}) ...", started)
             build(pg["psql"], pg["pgbench"], b.pg_env(), DB_SMALL, small, b.log)
         raw = subprocess.run(shell(f"pg_dump -Fp -d {DB} | wc -c"), env=b.pg_env(), capture_output=True, text=True,
                              check=True)  # warm-up (cache, hint bits) and the dump size
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             raw_small = subprocess.run(shell(f"pg_dump -Fp -d {DB_SMALL} | wc -c"), env=b.pg_env(),
                                        capture_output=True, text=True, check=True)
             meta["raw_dump_small_mb"] = int(raw_small.stdout.strip()) / MB
-        _say(f"dump text: {meta['raw_dump_mb']:.0f} MB; running {len(modes)} modes x {args.repeat}", started)
+        say(f"dump text: {meta['raw_dump_mb']:.0f} MB; running {len(modes)} modes x {args.repeat}", started)
         for kind in ("backup", "restore"):
             group = [m for m in modes if m.kind == kind]
             for rnd in range(args.repeat):
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                     sample = run_one(b, mode, rnd)
                     samples[mode.name].append(sample)
                     status = "ok" if sample.ok else f"FAILED: {sample.error}"
-                    _say(f"round {rnd + 1}/{args.repeat} {mode.name}: {sample.wall:.1f} s, "
+                    say(f"round {rnd + 1}/{args.repeat} {mode.name}: {sample.wall:.1f} s, "
                          f"tree {sample.tree_rss_peak_kb / 1024:.0f} MB, {status}", started)
     summary = summarize(samples, modes)
     goals = targets(samples, summary)
@@ -531,18 +531,6 @@ def main(argv: list[str] | None = None) -> int:
 def _restore_ready(b: Bench, mode: Mode) -> bool:
     needed = "tool_gzip" if "plain" in mode.name else "tool_custom"
     return needed in b.keep
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _say(text: str, started: float) -> None:
-    print(f"# [{time.monotonic() - started:6.0f} s] {text}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
