@@ -28,7 +28,7 @@ def test_spool_then_ship_in_order(tmp_path: Path) -> None:
     assert [item.name for item in spool.pending(root)] == [NAME, later]
     assert all(item.system_id == str(SYSID) for item in spool.pending(root))
     assert not [p for p in (root / "push").rglob(".*")]  # no temporary file left
-    for name in (NAME, later):  # the kernel's copy is the file, byte for byte
+    for name in (NAME, later):  # the copy is the file, byte for byte
         assert (root / "push" / str(SYSID) / name).read_bytes() == (sources / name).read_bytes()
 
     settings = settings_from({"POSTGRES_USER": "u", "POSTGRES_DB": "d", "BACKUP_DIR": str(tmp_path / "archive"),
@@ -93,3 +93,29 @@ def test_the_shipper_ships_two_at_a_time_and_removes_in_order(tmp_path: Path,
     calls.clear()
     assert spool.Shipper(settings).run() == 3
     assert spool.pending(root) == [] and sorted(calls[:2]) == names[:2] and calls[2] == names[2]
+
+
+def test_a_spooled_copy_that_does_not_read_back_as_written_is_not_acknowledged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The durable copy is re-read before it is renamed into the spool: a file system that
+    returns other bytes (here: a write damaged on its way to the file) fails the call, so
+    PostgreSQL keeps the segment and retries, and no spool entry is left."""
+    from sentinel_backup.errors import SentinelError
+
+    root = tmp_path / "spool"
+    sources = tmp_path / "pg_wal"
+    sources.mkdir()
+    path = segment(sources)
+    real_fsync = spool.os.fsync
+
+    def damage_then_fsync(fd: int) -> None:
+        name = Path(f"/proc/self/fd/{fd}").resolve().name
+        if name.endswith(".spooling"):
+            spool.os.pwrite(fd, b"\xff", 4096)  # one byte differs from what was written
+        real_fsync(fd)
+
+    monkeypatch.setattr(spool.os, "fsync", damage_then_fsync)
+    with pytest.raises(SentinelError, match="does not read back as written"):
+        spool.spool_push(root, path)
+    monkeypatch.undo()
+    assert spool.pending(root) == [] and not [p for p in root.rglob("*") if p.is_file()]

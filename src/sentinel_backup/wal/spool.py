@@ -71,9 +71,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+
+
 def spool_push(root: Path, path: Path, *, system_id: str | None = None, env_file: str | None = None) -> Path:
-    """Copy ``path`` durably into the spool ``root`` (WAL_SPOOL_DIR) in one pass (by the kernel
-    where it can), then make sure a shipper runs. The spooled path."""
+    """Copy ``path`` durably into the spool ``root`` (WAL_SPOOL_DIR), re-read the durable copy
+    and compare its SHA-256 with what was written, then make sure a shipper runs. The spooled path."""
     with opened(path, system_id=system_id) as source:
         folder = root / PUSH_FOLDER / source.system_id
         _make_dir(folder)
@@ -83,13 +88,18 @@ def spool_push(root: Path, path: Path, *, system_id: str | None = None, env_file
                 raise WalConflict(f"{source.name} is already spooled in {folder} with different content",
                                   "two clusters share WAL_SPOOL_DIR, or pg_wal is damaged: investigate before"
                                   " archiving goes on")
+            _fsync(target)  # a retry after a crash between the rename and the folder's fsync
+            fsync_dir(folder)
         else:
             temp = folder / f".{source.name}.spooling"
             try:
                 with open(temp, "wb") as out:
-                    source.copy_to(out)  # no hash: the spool's name is the WAL name; the shipper hashes
+                    written = source.copy_to(out)
                     out.flush()
                     os.fsync(out.fileno())
+                if _sha256(temp) != written:  # acknowledged only once the durable copy reads back the same
+                    raise SentinelError(f"the spooled copy of {source.name} in {folder} does not read back as"
+                                        " written", "check WAL_SPOOL_DIR's file system and disk; PostgreSQL retries")
                 os.replace(temp, target)
                 fsync_dir(folder)
             except BaseException as exc:
