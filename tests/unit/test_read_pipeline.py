@@ -208,3 +208,26 @@ def test_decode_into_can_check_what_the_copy_decodes_to(tmp_path: Path) -> None:
     decode_into(store, wrong, settings(tmp_path), Collect())
     with pytest.raises(VerifyFailed, match="decodes to other bytes"):
         decode_into(store, wrong, settings(tmp_path), Collect(), check_raw=True)
+
+
+def test_child_input_writes_every_byte_when_the_pipe_takes_only_part() -> None:
+    """An unbuffered pipe write may take part of a chunk (a signal mid-write): the rest follows."""
+    import io
+
+    from sentinel_backup.pipeline.read import ChildInput
+
+    class Partial(io.RawIOBase):
+        def __init__(self) -> None:
+            self.got = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: object) -> int:
+            piece = bytes(memoryview(data))[:3]  # type: ignore[arg-type]
+            self.got += piece
+            return len(piece)
+
+    pipe = Partial()
+    ChildInput(pipe).write(b"0123456789" * 10)  # type: ignore[arg-type]
+    assert bytes(pipe.got) == b"0123456789" * 10

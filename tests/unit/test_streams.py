@@ -151,3 +151,29 @@ def test_abort_ends_the_thread_even_after_a_lost_wake_up() -> None:
         handoff.queue.not_empty._waiters.appendleft(stale)  # type: ignore[attr-defined]  # what the signal leaves
     handoff.abort()
     assert not handoff.thread.is_alive()
+
+
+def test_abort_returns_when_the_thread_is_blocked_in_its_downstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread stuck inside downstream.write (a child that stopped reading) cannot be woken:
+    abort gives up after ABORT_WAIT and lets the caller kill that child, which ends the write."""
+    from sentinel_backup.streams import base
+
+    release, entered = threading.Event(), threading.Event()
+
+    class Stuck:
+        def write(self, data: bytes) -> None:
+            entered.set()
+            release.wait()
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(base, "ABORT_WAIT", 0.2)
+    h = base.Handoff(Stuck())
+    h.write(b"x")
+    assert entered.wait(10)
+    h.abort()  # returns although the thread is still blocked
+    assert h.thread.is_alive()
+    release.set()  # what killing the child does to the blocked write
+    h.thread.join(10)
+    assert not h.thread.is_alive()

@@ -149,7 +149,12 @@ class ChildInput:
         if self.stdin is None:
             return
         try:
-            self.stdin.write(data)
+            view = memoryview(data)
+            while view:  # unbuffered: a write may take only part of it
+                written = self.stdin.write(view)
+                if not written:  # a blocking pipe takes at least one byte or raises
+                    raise RestoreFailed("the restore program's input took no bytes")
+                view = view[written:]
         except BrokenPipeError:
             if self.reads_all:
                 raise RestoreFailed("the restore program stopped reading (see its error below)") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import IO, BinaryIO, Protocol
 
@@ -77,6 +78,7 @@ def pump(reader: IO[bytes], sink: Sink, *, chunk: int = CHUNK, progress: Callabl
 
 
 _END = object()
+ABORT_WAIT = 5.0  # seconds Handoff.abort waits for its thread before the caller goes on
 
 
 class Handoff:
@@ -125,11 +127,15 @@ class Handoff:
         """Stop the thread, dropping what is queued. A stop signal raises in the main thread
         wherever it is, also halfway through a ``Condition.notify`` of the queue: the thread's
         next wake-up can be lost then (CPython leaves a stale waiter behind), so the thread is
-        woken again until it ended, never with a single notification."""
+        woken again until it ended, never with a single notification. A thread blocked inside
+        ``downstream.write`` (a child that stopped reading its stdin) cannot be woken: after
+        ABORT_WAIT seconds the caller goes on (it kills that child, which ends the write), and the
+        daemon thread ends by itself."""
         if not self.thread.is_alive():
             return
         self.error = self.error or RuntimeError("aborted")
-        while self.thread.is_alive():
+        deadline = time.monotonic() + ABORT_WAIT
+        while self.thread.is_alive() and time.monotonic() < deadline:
             with self.queue.mutex:
                 self.queue.queue.clear()
                 self.queue.queue.append(_END)
