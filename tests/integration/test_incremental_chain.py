@@ -10,7 +10,6 @@ prunes backups works on a private copy of its BACKUP_DIR (``chain_copy``)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -26,16 +25,6 @@ from sentinel_backup.physical.incremental import SCRATCH_PREFIX
 from tests.helpers import cli
 from tests.integration.test_physical_pitr import count, restore
 from tests.plugins.archive import ArchivingCluster, WalTool
-
-
-@pytest.fixture
-def work() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="sentinel-incr-"))
-    os.chmod(folder, 0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def insert(archive: ArchivingCluster, first: int, last: int) -> None:

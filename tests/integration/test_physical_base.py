@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,17 +25,6 @@ import pytest
 
 from sentinel_backup.demo.cluster import TempCluster, free_port
 from tests.helpers import cli
-
-
-@pytest.fixture
-def work() -> Iterator[Path]:
-    """A folder the postgres OS user can enter (pytest's tmp_path is private to root)."""
-    folder = Path(tempfile.mkdtemp(prefix="sentinel-physical-"))
-    os.chmod(folder, 0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

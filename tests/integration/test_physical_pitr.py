@@ -6,30 +6,16 @@ every restored copy is started as a real server and counted exactly."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from sentinel_backup.demo.cluster import free_port
 from tests.helpers import Result, cli
 from tests.plugins.archive import ArchivingCluster, WalTool, give_to_postgres
 
 PG = Path("/usr/lib/postgresql/15/bin")
-
-
-@pytest.fixture
-def work() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="sentinel-pitr-"))
-    os.chmod(folder, 0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class Restored:

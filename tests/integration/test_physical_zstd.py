@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,16 +29,6 @@ from tests.helpers import DATA, cli
 from tests.integration.test_physical_base import _pg_basebackup_pid, env_for, slow_bin, socket_count, stop
 
 REAL = Path("/usr/lib/postgresql/15/bin")
-
-
-@pytest.fixture
-def work() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="sentinel-physical-zstd-"))
-    os.chmod(folder, 0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

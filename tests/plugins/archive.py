@@ -147,6 +147,18 @@ class WalTool:
                               capture_output=True, text=True, check=False, cwd=cwd or self.root)
 
 
+@pytest.fixture
+def work() -> Iterator[Path]:
+    """A folder the postgres OS user can enter (pytest's tmp_path is private to root), for
+    restored data directories and what a server started on them writes."""
+    folder = Path(tempfile.mkdtemp(prefix="sentinel-physical-"))
+    os.chmod(folder, 0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def wal_tool() -> Iterator[WalTool]:
     root = Path(tempfile.mkdtemp(prefix="sentinel-tool-"))
