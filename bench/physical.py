@@ -31,7 +31,6 @@ import os
 import platform
 import pwd
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from dataset import build  # noqa: E402
-from procwatch import Sample, cpu_model, measure, say  # noqa: E402
+from procwatch import Sample, Target, cpu_model, measure, median, paired, say, wall  # noqa: E402
 from sentinel_backup.demo.cluster import TempCluster, free_port  # noqa: E402
 
 DEFAULT_SCALE = 70
@@ -256,26 +255,6 @@ RUNNERS: dict[str, Callable[[Bench, str, int], Sample]] = {
 
 # --- numbers -------------------------------------------------------------------------------
 
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def paired(samples: dict[str, list[Sample]], a: str, b: str, key: Callable[[Sample], float | None]) -> float | None:
-    """Median over rounds of key(a) / key(b), both from the same round."""
-    ratios = []
-    for sa in samples.get(a, []):
-        for sb in samples.get(b, []):
-            if sa.round == sb.round and sa.ok and sb.ok:
-                va, vb = key(sa), key(sb)
-                if va is not None and vb:
-                    ratios.append(va / vb)
-    return median(ratios)
-
-
-def wall(s: Sample) -> float:
-    return s.wall
-
-
 def until_ready(s: Sample) -> float | None:
     return s.wall + s.extra["recovery_s"] if "recovery_s" in s.extra else None
 
@@ -297,21 +276,6 @@ def summarize(samples: dict[str, list[Sample]]) -> dict[str, dict[str, Any]]:
             "recovery_s": median(recovery),
         }
     return out
-
-
-@dataclass
-class Target:
-    name: str
-    goal: str
-    value: float | None
-    limit: float
-    shown: str = ""
-
-    @property
-    def verdict(self) -> str:
-        if self.value is None:
-            return "n/a"
-        return "PASS" if self.value <= self.limit else "MISS"
 
 
 def targets(samples: dict[str, list[Sample]], summary: dict[str, dict[str, Any]]) -> list[Target]:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,3 +160,45 @@ def cpu_model() -> str:
 def say(text: str, started: float) -> None:
     """A progress line on stderr, with the seconds since ``started`` (time.monotonic())."""
     print(f"# [{time.monotonic() - started:6.0f} s] {text}", file=sys.stderr, flush=True)
+
+
+# --- numbers shared by the benchmarks -------------------------------------------------------------
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def paired(samples: dict[str, list[Sample]], a: str, b: str, key: Callable[[Sample], float | None]) -> float | None:
+    """Median over rounds of key(a) / key(b), pairing the runs of the same round (both ok, key(b) > 0)."""
+    by_round = {s.round: s for s in samples.get(b, []) if s.ok}
+    ratios = []
+    for sa in samples.get(a, []):
+        sb = by_round.get(sa.round)
+        if sa.ok and sb is not None:
+            va, vb = key(sa), key(sb)
+            if va is not None and vb:
+                ratios.append(va / vb)
+    return median(ratios)
+
+
+def wall(s: Sample) -> float:
+    return s.wall
+
+
+@dataclass
+class Target:
+    """A benchmark target: PASS when ``value`` is within ``limit`` (at least it, with ``higher_is_better``)."""
+
+    name: str
+    goal: str
+    value: float | None
+    limit: float
+    higher_is_better: bool = False
+    shown: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.value is None:
+            return "n/a"
+        ok = self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+        return "PASS" if ok else "MISS"

@@ -21,12 +21,11 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +36,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from dataset import build  # noqa: E402
-from procwatch import Sample, cpu_model, measure, say  # noqa: E402
+from procwatch import Sample, Target, cpu_model, measure, median, paired, say, wall  # noqa: E402
 from sentinel_backup.demo.cluster import TempCluster  # noqa: E402
 
 DEFAULT_SCALE = 90  # ~1.1 GiB of dump text (12.3 MiB per scale unit with the docs table)
@@ -284,22 +283,6 @@ def run_one(b: Bench, mode: Mode, rnd: int) -> Sample:
 
 # --- statistics, targets, output -------------------------------------------------------------
 
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def paired(samples: dict[str, list[Sample]], a: str, b: str, key: Callable[[Sample], float]) -> float | None:
-    """Median over rounds of key(a) / key(b), pairing the runs of the same round."""
-    by_round = {s.round: s for s in samples.get(b, []) if s.ok}
-    ratios = [key(s) / key(by_round[s.round]) for s in samples.get(a, [])
-              if s.ok and s.round in by_round and key(by_round[s.round]) > 0]
-    return median(ratios)
-
-
-def wall(s: Sample) -> float:
-    return s.wall
-
-
 def summarize(samples: dict[str, list[Sample]], modes: list[Mode]) -> dict[str, dict[str, Any]]:
     gzip9 = median([float(s.stored_bytes) for s in samples.get("shell_gzip9", []) if s.ok and s.stored_bytes])
     out: dict[str, dict[str, Any]] = {}
@@ -323,23 +306,6 @@ def summarize(samples: dict[str, list[Sample]], modes: list[Mode]) -> dict[str, 
             "raw_bytes": median([float(s.extra["raw_bytes"]) for s in good if s.extra.get("raw_bytes")]),
         }
     return out
-
-
-@dataclass
-class Target:
-    name: str
-    goal: str
-    value: float | None
-    limit: float
-    higher_is_better: bool = False
-    shown: str = ""
-
-    @property
-    def verdict(self) -> str:
-        if self.value is None:
-            return "n/a"
-        ok = self.value >= self.limit if self.higher_is_better else self.value <= self.limit
-        return "PASS" if ok else "MISS"
 
 
 def targets(samples: dict[str, list[Sample]], summary: dict[str, dict[str, Any]]) -> list[Target]:
