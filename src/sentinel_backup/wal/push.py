@@ -17,7 +17,6 @@ is written; what is stored is exactly what was hashed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -127,22 +126,6 @@ class _Opened:
             raise WalFileError(f"{self.path} changed size while it was read ({self.size} -> {digest.size} bytes)",
                                "nothing was stored; PostgreSQL will retry")
         return WalFile(self.path, self.name, self.system_id, digest.sha256, digest.size)
-
-    def copy_to(self, out: BinaryIO) -> str:
-        """The whole file into ``out`` (the spool's copy), read and written (not copy_file_range:
-        a file system's copy offload has corrupted data silently before, and a short offload
-        would stall archiving): the SHA-256 of the bytes written, for the caller to compare
-        with a re-read of the durable copy."""
-        digest = hashlib.sha256()
-        copied = 0
-        for chunk in self.chunks():
-            out.write(chunk)
-            digest.update(chunk)
-            copied += len(chunk)
-        if copied != self.size:
-            raise WalFileError(f"{self.path} changed size while it was read ({self.size} -> {copied} bytes)",
-                               "nothing was stored; PostgreSQL will retry")
-        return digest.hexdigest()
 
     def close(self) -> None:
         self.file.close()

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from sentinel_backup import log
 from sentinel_backup.errors import ConfigError, SentinelError
@@ -71,6 +71,21 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _Durable:
+    """A sink into the spool's temporary file; close() makes it durable (flush, fsync), the
+    ``with`` block that opened the file closes it."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+
 def _fsync(path: Path) -> None:
     with open(path, "rb") as file:
         os.fsync(file.fileno())
@@ -93,10 +108,8 @@ def spool_push(root: Path, path: Path, *, system_id: str | None = None, env_file
         else:
             temp = folder / f".{source.name}.spooling"
             try:
-                with open(temp, "wb") as out:
-                    written = source.copy_to(out)
-                    out.flush()
-                    os.fsync(out.fileno())
+                with open(temp, "wb") as out:  # read and written by the tool, never a file system's copy offload
+                    written = source.hashed_into(_Durable(out)).sha256
                 if _sha256(temp) != written:  # acknowledged only once the durable copy reads back the same
                     raise SentinelError(f"the spooled copy of {source.name} in {folder} does not read back as"
                                         " written", "check WAL_SPOOL_DIR's file system and disk; PostgreSQL retries")
